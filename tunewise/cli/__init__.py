@@ -1,0 +1,204 @@
+"""The ``tunewise`` command: parse, call the library, render with rich. No logic a library test can't reach."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+# torchao / bitsandbytes print harmless "Failed to load ..." warnings on import (FIELD-NOTES)
+warnings.filterwarnings("ignore", message=r".*Failed to load.*")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="tunewise",
+    help="Fine-tune language models the way best practice says: decide, prepare, train, watch, evaluate, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+try:  # the data commands live in their own module
+    from tunewise.cli.data import app as data_app
+
+    app.add_typer(data_app, name="data", help="Prepare, inspect, convert and split datasets.")
+except ImportError:  # pragma: no cover - only while the module is absent
+    pass
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("httpx", "urllib3", "datasets", "filelock", "torchao", "bitsandbytes"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; a user error (bad config, missing file, bad data) becomes one red line and exit code 2."""
+    from tunewise.config import ConfigError
+
+    try:
+        from tunewise.data.errors import DataError
+    except ImportError:  # pragma: no cover
+        DataError = ConfigError  # type: ignore[misc,assignment]
+    try:
+        return fn()
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+
+
+def _eval_progress(total: int, description: str) -> tuple[Any, Callable[[int], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+    task = progress.add_task(description, total=total)
+    return progress, lambda n: progress.advance(task, n)
+
+
+def _print_comparison(comparison: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{' vs '.join(comparison['models'])} on {comparison['n']} held-out examples")
+    table.add_column("metric")
+    for m in comparison["models"]:
+        table.add_column(m, justify="right")
+    table.add_column("delta", justify="right")
+    table.add_column("95% CI", justify="right")
+    table.add_column("p", justify="right")
+    for name, entry in comparison["metrics"].items():
+        values = [f"{entry['values'][m]:.3f}" if entry["values"].get(m) is not None else "" for m in comparison["models"]]
+        delta = entry.get("delta")
+        ci = entry.get("ci")
+        style = "green" if delta and delta > 0 and entry.get("significant") else "red" if delta and delta < 0 and entry.get("significant") else ""
+        table.add_row(
+            name, *values,
+            f"[{style}]{delta:+.3f}[/]" if delta is not None else "",
+            f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "",
+            f"{entry['p_value']:.4f}" if entry.get("p_value") is not None else "",
+        )
+    console.print(table)
+
+
+def _count_test_examples(run_dir: Path, split: str = "test") -> int:
+    path = run_dir / "data" / f"{split}.jsonl"
+    return sum(1 for line in path.open(encoding="utf-8") if line.strip()) if path.is_file() else 0
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="YAML config, e.g. examples/quickstart.yaml"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. training.learning_rate=1e-4"),
+) -> None:
+    """Every stage: prepare -> baseline eval -> train -> eval -> compare -> report."""
+    _quiet_libraries()
+    from tunewise.config import load_config
+    from tunewise.pipeline import run_all
+
+    cfg = guarded(lambda: load_config(config, overrides or []))
+    console.print(f"[bold]tunewise run[/] {cfg.name}: {cfg.method} on [cyan]{cfg.model}[/] -> {cfg.run_dir}")
+    progress_state: dict[str, Any] = {}
+
+    def eval_progress(n: int) -> None:
+        if "bar" not in progress_state:
+            total = _count_test_examples(cfg.run_dir)
+            if cfg.eval.max_examples:
+                total = min(total, cfg.eval.max_examples)
+            progress_state["bar"], progress_state["advance"] = _eval_progress(total, "generating")
+            progress_state["bar"].start()
+        progress_state["advance"](n)
+
+    def notify(message: str) -> None:
+        if "bar" in progress_state:
+            progress_state.pop("bar").stop()
+        console.print(message, highlight=False)
+
+    result = guarded(lambda: run_all(cfg, notify=notify, eval_progress=eval_progress))
+    _print_comparison(result["comparison"])
+    console.print(f"report: [bold]{result['report']}[/]")
+
+
+@app.command()
+def train(
+    target: Path = typer.Argument(..., help="A run directory (or a config file)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in RUN/checkpoints"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Train on RUN/data and save RUN/model."""
+    _quiet_libraries()
+    from tunewise.pipeline import config_of_run
+    from tunewise.train.run import train_run
+
+    cfg, run_dir = guarded(lambda: config_of_run(target, overrides or []))
+    summary = guarded(lambda: train_run(cfg, run_dir.root, resume=resume))
+    console.print(
+        f"trained {summary['steps']} steps in {summary['train_time_s']:.1f} s; final train loss "
+        f"{summary['final_train_loss']:.4f}; model saved to {run_dir.model}"
+    )
+
+
+@app.command("eval")
+def eval_command(
+    target: Path = typer.Argument(..., help="A run directory (or a config file)"),
+    model: str = typer.Option("tuned", "--model", help="'tuned' (RUN/model) or 'base' (the config's model)"),
+    split: str = typer.Option("test", help="Which prepared split to evaluate on"),
+) -> None:
+    """Generate answers on the test split and score them (RUN/eval/)."""
+    _quiet_libraries()
+    from tunewise.evaluate.run import evaluate_run
+    from tunewise.pipeline import config_of_run
+
+    if model not in ("tuned", "base"):
+        fail(f"--model must be 'tuned' or 'base', got {model!r}")
+    cfg, run_dir = guarded(lambda: config_of_run(target))
+    total = _count_test_examples(run_dir.root, split)
+    bar, advance = _eval_progress(min(total, cfg.eval.max_examples or total), f"generating ({model})")
+    with bar:
+        result = guarded(lambda: evaluate_run(cfg, run_dir.root, model, split=split, progress=advance))
+    for name, value in result["metrics"].items():
+        console.print(f"{name}: {value:.4f}")
+
+
+@app.command()
+def compare(target: Path = typer.Argument(..., help="A run directory with eval/predictions_*.jsonl")) -> None:
+    """Compare the models evaluated in RUN/eval with confidence intervals (RUN/eval/comparison.json)."""
+    from tunewise.pipeline import compare_stage, config_of_run
+
+    cfg, run_dir = guarded(lambda: config_of_run(target))
+    _print_comparison(guarded(lambda: compare_stage(cfg, run_dir)))
+
+
+@app.command()
+def report(target: Path = typer.Argument(..., help="A run directory")) -> None:
+    """Write RUN/report.html (plots included) from what the stages left."""
+    from tunewise.pipeline import config_of_run, report_stage
+
+    cfg, run_dir = guarded(lambda: config_of_run(target))
+    console.print(f"report: [bold]{guarded(lambda: report_stage(cfg, run_dir))}[/]")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

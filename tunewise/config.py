@@ -1,0 +1,250 @@
+"""One validated config, loaded from YAML, with ``key=value`` overrides.
+
+Every error names the field, the value given and what is allowed (see :func:`format_errors`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+METHODS = ("full", "lora")
+"""The methods this version trains (kept in step with :data:`tunewise.train.methods.METHODS`, which a test checks)."""
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is meant for the user as is."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Section):
+    """Train / validation / test split: ratios (summing to 1) or absolute counts."""
+
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+
+    @model_validator(mode="after")
+    def _check(self) -> "SplitConfig":
+        values = (self.train, self.val, self.test)
+        if any(v < 0 for v in values):
+            raise ValueError(f"split sizes must be >= 0, got train={self.train}, val={self.val}, test={self.test}")
+        if not self.is_counts and abs(sum(values) - 1.0) > 1e-6:
+            raise ValueError(
+                f"split ratios must sum to 1 (or all be whole counts), got {sum(values):g} "
+                f"(train={self.train}, val={self.val}, test={self.test})"
+            )
+        return self
+
+    @property
+    def is_counts(self) -> bool:
+        """True when every value is a whole number and at least one is above 1 (counts, not ratios)."""
+        values = (self.train, self.val, self.test)
+        return all(float(v).is_integer() for v in values) and any(v > 1 for v in values)
+
+
+class DataConfig(_Section):
+    path: str | None = Field(None, description="A file, folder or glob of JSONL/JSON/CSV/Parquet data.")
+    format: Literal["auto", "alpaca", "chat", "sharegpt", "completion", "text"] = "auto"
+    columns: dict[str, str] = Field(default_factory=dict, description="internal field -> column in the file")
+    system_prompt: str | None = Field(None, description="Added as the system message to examples that have none.")
+    test_path: str | None = Field(None, description="Use this file as the test split instead of carving one out.")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    stratify_by: str | None = Field(None, description="Field (e.g. 'label') to stratify the split by.")
+    seed: int = 42
+    max_tokens: int = Field(1024, gt=0, description="Longest example in tokens (rendered chat template).")
+    min_tokens: int = Field(1, ge=0)
+    overlength: Literal["drop", "truncate"] = "drop"
+    dedup: bool = True
+    near_dedup_threshold: float | None = Field(None, gt=0, le=1, description="Jaccard threshold for MinHash near-duplicates; off when null.")
+    max_examples: int | None = Field(None, gt=0, description="Keep at most this many examples (after cleaning, before splitting).")
+    remove_overlap: bool = Field(True, description="Drop train/val examples that duplicate a later split's (so nothing leaks into evaluation); reported either way.")
+    overlap_threshold: float | None = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-duplicate overlap between splits; null = exact overlap only.")
+    augment_shuffle: int = Field(0, ge=0, description="Extra training copies of each example whose answer is a list, with the items reordered.")
+    augment_paraphrase: int = Field(0, ge=0, description="Extra training copies of each example with the instruction paraphrased by a causal LM.")
+    paraphrase_model: str | None = Field(None, description="Model that paraphrases (a name, folder or hub id); null = the base model.")
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["auto", "all-linear", "attention"] = "auto"
+    use_rslora: bool = False
+
+
+class TrainingConfig(_Section):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 means run the epochs.")
+    per_device_train_batch_size: int = Field(8, gt=0)
+    per_device_eval_batch_size: int = Field(16, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: int = Field(0, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    bf16: bool | None = Field(None, description="null = automatic (on for CUDA devices that support it, off on CPU).")
+    fp16: bool | None = Field(None, description="null = automatic (on for CUDA devices without bf16).")
+    gradient_checkpointing: bool = False
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "sgd", "adamw_8bit"] = "adamw_torch"
+    max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(5, gt=0)
+    save_steps: int = Field(100, gt=0)
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps; null = at the end of each epoch.")
+    save_total_limit: int | None = Field(2, gt=0)
+    loss_on: Literal["answers", "all", "last_turn"] = "answers"
+    group_by_length: bool = True
+    seed: int = 42
+
+
+class EvalConfig(_Section):
+    metrics: list[str] = Field(
+        default_factory=lambda: ["exact_match", "accuracy", "token_f1"],
+        description="Names from tunewise.evaluate.metrics.METRICS (exact_match, accuracy, token_f1, bleu, chrf, rouge1, ...).",
+    )
+    max_new_tokens: int = Field(64, gt=0)
+    batch_size: int = Field(16, gt=0)
+    max_examples: int | None = Field(None, gt=0, description="Evaluate on at most this many test examples.")
+    baseline: bool = Field(True, description="Also evaluate the untuned base model, for the comparison.")
+    examples_in_report: int = Field(10, ge=0)
+
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        from tunewise.evaluate.metrics import METRICS
+
+        unknown = [m for m in value if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; allowed: {', '.join(METRICS)}")
+        if not value:
+            raise ValueError("name at least one metric")
+        return value
+
+
+class Config(_Section):
+    name: str = "run"
+    output_dir: str = "runs"
+    model: str = Field("tiny", description="'smollm2-135m', 'tiny', a local folder or a Hugging Face hub id.")
+    trust_remote_code: bool = False
+    method: str = "lora"
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(METHODS)}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not value or "/" in value or value in (".", ".."):
+            raise ValueError(f"run name {value!r} must be a plain folder name (no '/')")
+        return value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# loading
+
+
+def _parse_scalar(text: str) -> Any:
+    """A command-line value, parsed as YAML would (so ``1e-4``, ``true``, ``[a, b]`` and ``null`` work)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    # YAML 1.1 reads "1e-4" as a string; accept it as a number as a user would expect
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a raw config dict (a new dict is returned)."""
+    import copy
+
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. training.learning_rate=1e-4")
+        key, _, text = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override {item!r} has an empty key")
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(text)
+    return result
+
+
+def format_errors(error: ValidationError) -> str:
+    """One line per problem: the field, the value given, and what is allowed."""
+    lines = []
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+        value = err.get("input")
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see examples/ for every field)"
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    raw = apply_overrides(raw or {}, overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply overrides and validate. Raises :class:`ConfigError` with a readable message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found; pass the path of a YAML config such as examples/quickstart.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of fields, got {type(raw).__name__}")
+    config = config_from_dict(raw, overrides)
+    # relative data paths are relative to the config file, so a config can be run from anywhere
+    base = path.parent
+    for attr in ("path", "test_path"):
+        value = getattr(config.data, attr)
+        if value and not Path(value).is_absolute() and not Path(value).exists() and (base / value).exists():
+            setattr(config.data, attr, str(base / value))
+    return config

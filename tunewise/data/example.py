@@ -1,0 +1,53 @@
+"""The one internal example type every input format is normalised into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Example:
+    """A conversation plus where it came from.
+
+    ``messages`` are OpenAI-style dicts: ``{"role": ..., "content": ...}`` and optionally ``weight`` (0 or 1: whether
+    an assistant turn is trained on) and ``tool_calls`` (passed through untouched). Plain text for continued
+    pretraining is a single ``{"role": "text", ...}`` message.
+    ``meta`` holds provenance and extras: ``source`` (file), ``line`` (1-based line or row index), ``label``,
+    ``augmented`` (bool), and anything else a format carries along.
+    """
+
+    messages: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_messages(self) -> list[dict[str, Any]]:
+        """Every message before the last assistant turn (what a model is given at evaluation)."""
+        last = self.last_assistant_index
+        return self.messages[:last] if last is not None else list(self.messages)
+
+    @property
+    def reference(self) -> str | None:
+        """The last assistant answer (what a model is expected to produce at evaluation)."""
+        last = self.last_assistant_index
+        return None if last is None else str(self.messages[last].get("content") or "")
+
+    @property
+    def last_assistant_index(self) -> int | None:
+        for i in range(len(self.messages) - 1, -1, -1):
+            if self.messages[i].get("role") == "assistant":
+                return i
+        return None
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSONL form written to a run directory (chat-messages format, meta kept)."""
+        record: dict[str, Any] = {"messages": self.messages}
+        if self.meta:
+            record["meta"] = self.meta
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Example":
+        return cls(messages=list(record["messages"]), meta=dict(record.get("meta") or {}))

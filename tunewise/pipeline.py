@@ -1,0 +1,91 @@
+"""The stages in order, each reading and writing the run directory: prepare -> baseline eval -> train -> eval ->
+compare -> report. ``tunewise run CONFIG`` calls :func:`run_all`; each stage is also callable alone."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tunewise.config import Config, ConfigError, load_config
+from tunewise.rundir import RunDir, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[str], None]
+
+
+def init_run(config: Config) -> RunDir:
+    """Create the run directory and write the fully resolved config into it."""
+    run = RunDir.of(config.run_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, config.to_yaml())
+    return run
+
+
+def config_of_run(target: str | Path, overrides: list[str] | None = None) -> tuple[Config, RunDir]:
+    """Accept a run directory (its config.yaml) or a config file; return the config and its run directory."""
+    path = Path(target)
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"{path} is not a run directory (no config.yaml); pass a run directory or a config file")
+        config = load_config(path / "config.yaml", overrides)
+        # a run directory that was moved is still itself
+        config.output_dir, config.name = str(path.parent), path.name
+        return config, RunDir.of(path)
+    config = load_config(path, overrides)
+    return config, init_run(config)
+
+
+def prepare_stage(config: Config, run: RunDir) -> dict[str, Any]:
+    from tunewise.data.prepare import prepare_data
+    from tunewise.models import load_tokenizer
+
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    report = prepare_data(config.data, tokenizer, run.data, loss_on=config.training.loss_on)
+    return report.to_dict()
+
+
+def compare_stage(config: Config, run: RunDir) -> dict[str, Any]:
+    from tunewise.evaluate.compare import compare_run
+
+    return compare_run(run.root, seed=config.training.seed)
+
+
+def report_stage(config: Config, run: RunDir) -> Path:
+    from tunewise.monitor.plots import write_plots
+    from tunewise.report.html import build_report
+
+    if run.metrics.is_file():
+        write_plots(run.metrics, run.plots)
+    return build_report(run.root, examples=config.eval.examples_in_report)
+
+
+def run_all(config: Config, *, notify: Notify = log.info, eval_progress: Any = None) -> dict[str, Any]:
+    """Every stage in order. Returns timings and the headline numbers; also written to RUN/pipeline.json."""
+    from tunewise.evaluate.run import evaluate_run
+    from tunewise.train.run import train_run
+
+    run = init_run(config)
+    timings: dict[str, float] = {}
+    result: dict[str, Any] = {"run_dir": str(run.root)}
+
+    def stage(name: str, fn: Callable[[], Any]) -> Any:
+        notify(f"[{name}] started")
+        started = time.time()
+        value = fn()
+        timings[name] = round(time.time() - started, 2)
+        notify(f"[{name}] done in {timings[name]:.1f} s")
+        return value
+
+    result["data"] = stage("prepare", lambda: prepare_stage(config, run))
+    if config.eval.baseline:
+        result["base"] = stage("eval base", lambda: evaluate_run(config, run.root, "base", progress=eval_progress))
+    result["train"] = stage("train", lambda: train_run(config, run.root))
+    result["tuned"] = stage("eval tuned", lambda: evaluate_run(config, run.root, "tuned", progress=eval_progress))
+    result["comparison"] = stage("compare", lambda: compare_stage(config, run))
+    result["report"] = str(stage("report", lambda: report_stage(config, run)))
+    result["timings_s"] = timings
+    atomic_write_json(run.root / "pipeline.json", {k: v for k, v in result.items() if k in ("timings_s", "report")})
+    return result

@@ -1,0 +1,145 @@
+"""report.html: one self-contained page (images inline) with the whole run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from tunewise import __version__
+from tunewise.rundir import RunDir, atomic_write_text, read_jsonl
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(_flatten(value, name + "."))
+        elif isinstance(value, (int, float, str)):
+            rows.append((name, _fmt(value)))
+    return rows
+
+
+def _comparison_rows(comparison: dict[str, Any]) -> dict[str, Any]:
+    models = comparison["models"]
+    rows = []
+    for metric, entry in comparison["metrics"].items():
+        delta = entry.get("delta")
+        ci = entry.get("ci")
+        wtl = entry.get("win_tie_loss")
+        rows.append(
+            {
+                "metric": metric,
+                "cells": [_fmt(entry["values"].get(m)) for m in models],
+                "delta": ("+" if (delta or 0) > 0 else "") + _fmt(delta) if delta is not None else "",
+                "delta_class": "good" if (delta or 0) > 0 and entry.get("significant") else "bad" if (delta or 0) < 0 and entry.get("significant") else "",
+                "ci": f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "",
+                "p": _fmt(entry.get("p_value"), 4) if entry.get("p_value") is not None else "",
+                "wtl": " / ".join(str(wtl[k]) for k in ("win", "tie", "loss")) if wtl else "",
+            }
+        )
+    return {"models": models, "rows": rows, "n": comparison.get("n"), "split": comparison.get("split", "test")}
+
+
+def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
+    """Render RUN/report.html from what the stages left in the run directory (any of them may be missing)."""
+    run = RunDir.of(run_dir)
+    config_text = run.config.read_text(encoding="utf-8") if run.config.is_file() else ""
+    import yaml
+
+    config = yaml.safe_load(config_text) if config_text else {}
+    train = _load_json(run.root / "train_summary.json")
+    comparison = _load_json(run.eval / "comparison.json")
+    data_report = _load_json(run.data / "data_report.json")
+
+    cards = []
+    if comparison:
+        main = comparison.get("main_metric")
+        entry = comparison["metrics"].get(main) if main else None
+        if entry:
+            for m in comparison["models"]:
+                cards.append({"label": f"{main}: {m}", "value": _fmt(entry["values"].get(m))})
+    if train:
+        cards.append({"label": "final train loss", "value": _fmt(train.get("final_train_loss"))})
+        if train.get("final_eval_loss") is not None:
+            cards.append({"label": "final eval loss", "value": _fmt(train.get("final_eval_loss"))})
+        cards.append({"label": "training time", "value": _duration(train.get("train_time_s"))})
+
+    plots = [
+        {"name": p.stem, "data": base64.b64encode(p.read_bytes()).decode("ascii")}
+        for p in sorted(run.plots.glob("*.png"))
+    ] if run.plots.is_dir() else []
+
+    example_rows: list[dict[str, Any]] = []
+    example_models: list[str] = []
+    prediction_files = {p.stem.removeprefix("predictions_"): p for p in sorted(run.eval.glob("predictions_*.jsonl"))}
+    order = [m for m in (comparison or {}).get("models", []) if m in prediction_files] or sorted(prediction_files)
+    if order and examples:
+        per_model = {m: read_jsonl(prediction_files[m])[:examples] for m in order}
+        example_models = order
+        first = per_model[order[0]]
+        for i, rec in enumerate(first):
+            preds = []
+            for m in order:
+                other = per_model[m][i] if i < len(per_model[m]) else {}
+                scores = other.get("scores") or {}
+                correct = bool(scores.get("accuracy", scores.get("exact_match", 0)))
+                preds.append({"text": other.get("prediction", ""), "correct": correct})
+            example_rows.append({"index": rec["index"], "input": rec["input"], "reference": rec["reference"], "predictions": preds})
+
+    train_view = None
+    if train:
+        memory = train.get("cuda_peak_allocated_mb") or train.get("peak_rss_mb")
+        train_view = {
+            "steps": train.get("steps"),
+            "epochs": train.get("epochs"),
+            "time": _duration(train.get("train_time_s")),
+            "trainable": _fmt(train.get("trainable_parameters")),
+            "total": _fmt(train.get("total_parameters")),
+            "tokens": _fmt(train.get("trained_tokens")),
+            "tps": _fmt(train.get("tokens_per_s"), 1),
+            "memory": f"{memory:,.0f} MiB" if memory else "n/a",
+        }
+
+    env = Environment(loader=PackageLoader("tunewise.report", "templates"), autoescape=select_autoescape(["html"]))
+    html = env.get_template("report.html").render(
+        name=config.get("name", run.root.name),
+        model=config.get("model", ""),
+        method=config.get("method", ""),
+        created=time.strftime("%Y-%m-%d %H:%M"),
+        version=__version__,
+        cards=cards,
+        comparison=_comparison_rows(comparison) if comparison else None,
+        plots=plots,
+        train=train_view,
+        data=_flatten(data_report.get("counts", data_report)) if data_report else None,
+        examples=example_rows,
+        example_models=example_models,
+        config=config_text,
+    )
+    atomic_write_text(run.report, html)
+    return run.report

@@ -1,0 +1,93 @@
+"""The transformers Trainer with two changes: logits only where the loss needs them, and richer logs.
+
+* The vocabulary projection is computed only at positions that predict a trained token (``logits_to_keep`` with a
+  boolean mask, transformers >= 5). With a 49k vocabulary and answers that are a few tokens long this is most of the
+  forward/backward cost of the head; measured 17-40% faster steps on SmolLM2 (FIELD-NOTES).
+* The loss is the sum over trained tokens divided by the number of trained tokens in the *whole accumulated batch*
+  (``num_items_in_batch``), so gradient accumulation gives the same loss and gradients as one big batch.
+* Every log record gets trained tokens, tokens/s and memory, for metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from tunewise.monitor.memory import memory_snapshot
+from tunewise.train.tokenize import IGNORE_INDEX
+
+
+def next_token_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask of positions whose next token is trained, the targets at those positions, flattened row-major)."""
+    shifted = torch.full_like(labels, IGNORE_INDEX)
+    shifted[:, :-1] = labels[:, 1:]
+    mask = shifted != IGNORE_INDEX
+    return mask, shifted[mask]
+
+
+def sparse_causal_lm_loss(
+    model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | int | None = None
+) -> tuple[torch.Tensor, int]:
+    """Causal-LM loss with logits computed only at trained positions. Returns (loss, trained tokens in this batch)."""
+    labels = inputs["labels"]
+    mask, targets = next_token_targets(labels)
+    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    outputs = model(**forward, logits_to_keep=mask, use_cache=False)
+    logits = outputs.logits
+    if logits.dim() != 2:  # a model that ignores a boolean logits_to_keep: fall back to all positions
+        logits = logits[mask]
+    loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+    n = int(targets.numel())
+    denominator = num_items_in_batch if num_items_in_batch is not None else max(n, 1)
+    return loss_sum / denominator, n
+
+
+class TunewiseTrainer(Trainer):
+    """A Trainer whose loss and logs follow the module docstring."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trained_tokens = 0
+        self.input_tokens = 0
+        self._last_log_time: float | None = None
+        self._last_log_tokens = (0, 0)
+        self._train_start = time.time()
+        # our loss is normalised by num_items_in_batch, so Trainer must not divide by the accumulation steps again
+        self.model_accepts_loss_kwargs = True
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        loss, n = sparse_causal_lm_loss(model, inputs, num_items_in_batch)
+        if model.training:
+            self.trained_tokens += n
+            self.input_tokens += int(inputs["attention_mask"].sum())
+            if (
+                self.args.average_tokens_across_devices
+                and num_items_in_batch is not None
+                and self.accelerator.num_processes > 1
+            ):
+                # num_items_in_batch is summed over processes, and DDP averages gradients: undo the average
+                loss = loss * self.accelerator.num_processes
+        return (loss, {}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        now = time.time()
+        if "loss" in logs:  # a training log: add throughput since the previous one
+            since = self._last_log_time or self._train_start
+            dt = max(now - since, 1e-9)
+            logs["trained_tokens"] = self.trained_tokens
+            logs["input_tokens"] = self.input_tokens
+            logs["tokens_per_s"] = round((self.trained_tokens - self._last_log_tokens[0]) / dt, 2)
+            logs["input_tokens_per_s"] = round((self.input_tokens - self._last_log_tokens[1]) / dt, 2)
+            self._last_log_time, self._last_log_tokens = now, (self.trained_tokens, self.input_tokens)
+        logs.update(memory_snapshot())
+        super().log(logs, start_time)
