@@ -40,10 +40,12 @@ def config_of_run(target: str | Path, overrides: list[str] | None = None) -> tup
 
 def prepare_stage(config: Config, run: RunDir) -> dict[str, Any]:
     from tunewise.data.prepare import prepare_data
+    from tunewise.data.stats import plot_token_histograms
     from tunewise.models import load_tokenizer
 
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     report = prepare_data(config.data, tokenizer, run.data, loss_on=config.training.loss_on)
+    plot_token_histograms(report, str(run.plots / "data_token_lengths.png"))
     return report.to_dict()
 
 

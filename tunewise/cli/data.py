@@ -1,0 +1,238 @@
+"""``tunewise data prepare | stats | preview | convert | split``: thin commands over :mod:`tunewise.data`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Prepare, inspect, convert and split datasets.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)  # fmt: skip
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; a user error (bad data, bad config) becomes one red line on stderr and exit code 2."""
+    from tunewise.config import ConfigError
+    from tunewise.data.errors import DataError
+
+    try:
+        return fn()
+    except (DataError, ConfigError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    from tunewise.data.errors import DataError
+    from tunewise.models import load_tokenizer
+
+    try:
+        return load_tokenizer(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot load the tokenizer of {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _run_dir(path: Path) -> tuple[Any, Path] | None:
+    """(config, data folder) when ``path`` is a run directory (it has config.yaml)."""
+    from tunewise.config import load_config
+
+    if path.is_dir() and (path / "config.yaml").is_file():
+        return load_config(path / "config.yaml"), path / "data"
+    return None
+
+
+@app.command()
+def prepare(
+    config: Path = typer.Argument(..., help="The run's YAML config."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. data.max_tokens=512"),
+    out: Optional[Path] = typer.Option(None, help="Data folder to write (default: RUN/data)."),
+    progress: bool = typer.Option(True, help="Show a progress line."),
+) -> None:
+    """Load, clean, deduplicate, split and measure the data of CONFIG into RUN/data/."""
+
+    def go() -> None:
+        from tunewise.config import load_config
+        from tunewise.data.prepare import prepare_data
+        from tunewise.data.stats import plot_token_histograms, render_report
+
+        from tunewise.pipeline import init_run
+
+        cfg = load_config(config, overrides or [])
+        if out is None:
+            init_run(cfg)  # the run directory gets its resolved config.yaml, so later stages can run on it
+        tokenizer = _tokenizer(cfg.model, cfg.trust_remote_code)
+        paraphraser = None
+        if cfg.data.augment_paraphrase:
+            from tunewise.data.augment import Paraphraser
+            from tunewise.models import load_model
+
+            name = cfg.data.paraphrase_model or cfg.model
+            model_tok = tokenizer if name == cfg.model else _tokenizer(name, cfg.trust_remote_code)
+            paraphraser = Paraphraser(load_model(name, trust_remote_code=cfg.trust_remote_code), model_tok, seed=cfg.data.seed)
+        data_dir = out or cfg.run_dir / "data"
+        report = prepare_data(cfg.data, tokenizer, data_dir, loss_on=cfg.training.loss_on, progress=progress, paraphraser=paraphraser)
+        plot = plot_token_histograms(report, str(cfg.run_dir / "plots" / "data_token_lengths.png"))
+        render_report(report, console)
+        console.print(f"wrote {data_dir}/ (train/val/test.jsonl, rejects.jsonl, data_report.json) and {plot}")
+
+    _run(go)
+
+
+@app.command()
+def stats(
+    target: Path = typer.Argument(..., help="A run directory, a prepared data folder, or a data file (needs --model)."),
+    model: Optional[str] = typer.Option(None, help="Tokenizer to measure a data file with."),
+) -> None:
+    """Show the counts, rejections, token lengths and labels of prepared data."""
+
+    def go() -> None:
+        from tunewise.data.errors import DataError
+        from tunewise.data.stats import render_report
+
+        run = _run_dir(target)
+        folder = run[1] if run else target
+        report_path = folder / "data_report.json"
+        if folder.is_dir() and report_path.is_file():
+            render_report(json.loads(report_path.read_text(encoding="utf-8")), console)
+            return
+        if not target.exists():
+            raise DataError(f"{target} not found; pass a run directory, a prepared data folder or a data file")
+        if not model:
+            raise DataError(f"{target} has no data_report.json; run `tunewise data prepare` first, or pass --model to measure a file")
+        import tempfile
+
+        from tunewise.config import DataConfig
+        from tunewise.data.prepare import prepare_data
+
+        with tempfile.TemporaryDirectory() as tmp:
+            report = prepare_data(DataConfig(path=str(target)), _tokenizer(model), Path(tmp), progress=False)
+        render_report(report, console)
+
+    _run(go)
+
+
+@app.command()
+def preview(
+    target: Path = typer.Argument(..., help="A run directory (its prepared data) or a data file (needs --model)."),
+    n: int = typer.Option(3, "--n", "-n", help="How many examples."),
+    split: str = typer.Option("train", help="Split of a run to show."),
+    model: Optional[str] = typer.Option(None, help="Tokenizer to render a data file with (default: the run's model)."),
+    loss_on: Optional[str] = typer.Option(None, help="answers | all | last_turn (default: the run's)."),
+) -> None:
+    """Show examples exactly as the model sees them: trained tokens highlighted, masked ones dimmed."""
+
+    def go() -> None:
+        from tunewise.data.errors import DataError
+        from tunewise.data.preview import preview_examples, template_warnings
+
+        run = _run_dir(target)
+        generation_tokenizer = None
+        eos_ids = None
+        if run:
+            cfg, data_dir = run
+            from tunewise.data.prepare import load_split
+
+            examples = load_split(data_dir, split)
+            tokenizer = _tokenizer(model or cfg.model, cfg.trust_remote_code)
+            mode, max_tokens = loss_on or cfg.training.loss_on, cfg.data.max_tokens
+            tuned = target / "model"
+            if (tuned / "tokenizer_config.json").is_file():
+                generation_tokenizer = _tokenizer(str(tuned), cfg.trust_remote_code)
+            gen_cfg = tuned / "generation_config.json"
+            if gen_cfg.is_file():
+                value = json.loads(gen_cfg.read_text(encoding="utf-8")).get("eos_token_id")
+                eos_ids = [value] if isinstance(value, int) else value
+        else:
+            if not model:
+                raise DataError("pass --model to preview a data file (its tokenizer renders the examples)")
+            from tunewise.data.io import iter_rows
+            from tunewise.config import DataConfig
+            from tunewise.data.prepare import RejectLog, normalised
+            import io, itertools
+
+            rows = normalised(iter_rows(str(target)), DataConfig(path=str(target)), RejectLog(io.StringIO()), {})
+            examples = [ex for _, ex in itertools.islice(rows, n)]
+            tokenizer = _tokenizer(model)
+            mode, max_tokens = loss_on or "answers", None
+        for warning in template_warnings(tokenizer, generation_tokenizer=generation_tokenizer, generation_eos_ids=eos_ids):
+            err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        if not examples:
+            raise DataError(f"no example to show in {target}")
+        preview_examples(examples, tokenizer, console, n=n, loss_on=mode, max_tokens=max_tokens)
+
+    _run(go)
+
+
+@app.command()
+def convert(
+    src: str = typer.Argument(..., help="Input file, folder or glob (any supported format)."),
+    dst: Path = typer.Argument(..., help="Output file (.jsonl, or .json for one JSON array)."),
+    to: str = typer.Option("chat", "--to", help="alpaca | chat | completion"),
+    format: str = typer.Option("auto", "--format", help="Input format (auto detects it)."),
+    column: Optional[List[str]] = typer.Option(None, "--column", help="field=column mapping, e.g. output=answer"),
+) -> None:
+    """Write a dataset as alpaca, chat or completion JSONL (or JSON)."""
+
+    def go() -> None:
+        from tunewise.data.convert import convert_file
+
+        result = convert_file(src, dst, to, format=format, columns=_columns(column))
+        console.print(f"wrote {result.written:,} rows to {dst} as {to}")
+        if result.rejected:
+            console.print(f"[yellow]{sum(result.rejected.values()):,} rows not converted[/] ({_reasons(result.rejected)}); see {result.rejects_path}")
+
+    _run(go)
+
+
+@app.command("split")
+def split_cmd(
+    src: str = typer.Argument(..., help="Input file, folder or glob."),
+    out: Path = typer.Argument(..., help="Folder for train/val/test.jsonl."),
+    train: float = typer.Option(0.8, help="Ratio (or count) for train."),
+    val: float = typer.Option(0.1, help="Ratio (or count) for validation."),
+    test: float = typer.Option(0.1, help="Ratio (or count) for test."),
+    seed: int = typer.Option(42),
+    stratify_by: Optional[str] = typer.Option(None, help="Label field to stratify by, e.g. label."),
+    format: str = typer.Option("auto", "--format"),
+) -> None:
+    """Split a dataset into train / validation / test (seeded, optionally stratified)."""
+
+    def go() -> None:
+        from pydantic import ValidationError
+
+        from tunewise.config import DataConfig, SplitConfig, format_errors
+        from tunewise.data.errors import DataError
+        from tunewise.data.formats import check_format
+        from tunewise.data.prepare import split_file
+
+        check_format(format)
+        try:
+            cfg = DataConfig(path=src, format=format, split=SplitConfig(train=train, val=val, test=test), seed=seed, stratify_by=stratify_by)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise DataError(format_errors(exc).replace("\n  ", " ")) from None
+        counts = split_file(src, out, cfg)
+        console.print(f"train {counts['train']:,}, val {counts['val']:,}, test {counts['test']:,} -> {out}/"
+                      + (f"; {counts['rejected']:,} rows rejected (see {out}/rejects.jsonl)" if counts["rejected"] else ""))  # fmt: skip
+
+    _run(go)
+
+
+def _columns(items: Optional[List[str]]) -> dict[str, str]:
+    from tunewise.data.errors import DataError
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise DataError(f"--column {item!r} must look like field=column, e.g. output=answer")
+        k, _, v = item.partition("=")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,248 @@
+"""Detect a record's format and normalise it into an :class:`Example`.
+
+Formats: ``alpaca`` (instruction / input / output, optional system and history), ``chat`` (OpenAI-style messages,
+tool calls passed through, per-message ``weight``), ``sharegpt`` (conversations with from / value), ``completion``
+(prompt / completion) and ``text`` (plain text for continued pretraining). ``columns`` maps an internal field name
+(``instruction``, ``input``, ``output``, ``system``, ``history``, ``messages``, ``conversations``, ``prompt``,
+``completion``, ``text``, ``label``, and inside messages ``role``/``content``/``from``/``value``) to the name used
+in the file. Problems raise :class:`RowError` with a reason code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+from tunewise.data.errors import DataError, RowError
+from tunewise.data.example import Example
+
+FORMATS = ("alpaca", "chat", "sharegpt", "completion", "text")
+KNOWN_ROLES = ("system", "user", "assistant", "tool")
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+    "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system", "tool": "tool",
+    "function_response": "tool", "observation": "tool", "function_call": "assistant",
+}  # fmt: skip
+_FIELDS = {
+    "alpaca": ("instruction", "input", "output", "system", "history"),
+    "chat": ("messages",),
+    "sharegpt": ("conversations", "system"),
+    "completion": ("prompt", "completion", "system"),
+    "text": ("text",),
+}
+
+
+def check_format(name: str) -> str:
+    """``name`` if it is a known format (or ``auto``), else a DataError naming the allowed ones."""
+    if name != "auto" and name not in FORMATS:
+        raise DataError(f"unknown data format {name!r}; use one of auto, {', '.join(FORMATS)}")
+    return name
+
+
+def detect_format(record: Mapping[str, Any], columns: Mapping[str, str] | None = None) -> str | None:
+    """The format a record is in, from its field names, or None when no format fits."""
+    has = _has(record, columns or {})
+    if has("messages"):
+        return "chat"
+    if has("conversations"):
+        return "sharegpt"
+    if has("instruction") or (has("output") and not has("completion")):
+        return "alpaca"
+    if has("prompt") or has("completion"):
+        return "completion"
+    if has("text"):
+        return "text"
+    return None
+
+
+def _has(record: Mapping[str, Any], columns: Mapping[str, str]) -> Callable[[str], bool]:
+    return lambda name: columns.get(name, name) in record
+
+
+def normalize(
+    record: Mapping[str, Any], fmt: str, columns: Mapping[str, str] | None = None, *, system_prompt: str | None = None
+) -> Example:
+    """One record in format ``fmt`` -> Example (meta carries every field the format does not use). Raises RowError."""
+    columns = columns or {}
+    if fmt == "chat":
+        messages = _chat_messages(_field(record, "messages", columns), columns, "messages")
+    elif fmt == "sharegpt":
+        messages = _sharegpt_messages(record, columns)
+    elif fmt == "alpaca":
+        messages = _alpaca_messages(record, columns)
+    elif fmt == "completion":
+        messages = _optional_system(record, columns) + [
+            {"role": "user", "content": _text(record, "prompt", columns)},
+            {"role": "assistant", "content": _text(record, "completion", columns)},
+        ]
+    elif fmt == "text":
+        messages = [{"role": "text", "content": _text(record, "text", columns)}]
+    else:
+        raise DataError(f"unknown data format {fmt!r}; use one of auto, {', '.join(FORMATS)}")
+    if system_prompt and fmt != "text" and not any(m["role"] == "system" for m in messages):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return Example(messages=messages, meta=_meta(record, fmt, columns))
+
+
+def _meta(record: Mapping[str, Any], fmt: str, columns: Mapping[str, str]) -> dict[str, Any]:
+    used = {columns.get(f, f) for f in _FIELDS[fmt]}
+    meta: dict[str, Any] = {}
+    if isinstance(record.get("meta"), dict):
+        meta.update(record["meta"])
+    for key, value in record.items():
+        if key not in used and key != "meta":
+            meta[key] = value
+    label_col = columns.get("label")
+    if label_col and label_col in record:
+        meta["label"] = record[label_col]
+    return meta
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# fields
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _label(name: str, columns: Mapping[str, str]) -> str:
+    col = columns.get(name, name)
+    return f"'{col}'" if col == name else f"'{col}' (mapped to {name})"
+
+
+def _field(record: Mapping[str, Any], name: str, columns: Mapping[str, str]) -> Any:
+    col = columns.get(name, name)
+    if col not in record:
+        raise RowError("missing_field", f"missing field {_label(name, columns)}")
+    return record[col]
+
+
+def _text(record: Mapping[str, Any], name: str, columns: Mapping[str, str], *, required: bool = True) -> str:
+    """A text field: a string, non-empty when required (an optional field may be absent, null or empty)."""
+    col = columns.get(name, name)
+    if col not in record or (not required and record[col] is None):
+        if required:
+            raise RowError("missing_field", f"missing field {_label(name, columns)}")
+        return ""
+    value = record[col]
+    if not isinstance(value, str):
+        raise RowError("wrong_type", f"field {_label(name, columns)} is {_kind(value)}; expected text")
+    if required and not value.strip():
+        raise RowError("empty_field", f"field {_label(name, columns)} is empty or whitespace only")
+    return value
+
+
+def _optional_system(record: Mapping[str, Any], columns: Mapping[str, str]) -> list[dict[str, Any]]:
+    system = _text(record, "system", columns, required=False)
+    return [{"role": "system", "content": system}] if system.strip() else []
+
+
+def _alpaca_messages(record: Mapping[str, Any], columns: Mapping[str, str]) -> list[dict[str, Any]]:
+    instruction = _text(record, "instruction", columns)
+    extra = _text(record, "input", columns, required=False)
+    output = _text(record, "output", columns)
+    messages = _optional_system(record, columns)
+    history = record.get(columns.get("history", "history"))
+    if history:
+        if not isinstance(history, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in history):
+            raise RowError("wrong_type", "field 'history' must be a list of [instruction, answer] pairs")
+        for i, (q, a) in enumerate(history):
+            if not isinstance(q, str) or not isinstance(a, str):
+                raise RowError("wrong_type", f"history pair {i} holds {_kind(q if not isinstance(q, str) else a)}; expected text")
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+
+
+def _maybe_json_list(value: Any, name: str) -> Any:
+    """A list given as a JSON string (as CSV columns hold it)."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise RowError("wrong_type", f"field '{name}' is text that is not a valid JSON list") from None
+    return value
+
+
+def _content(value: Any, where: str, *, allow_none: bool) -> str:
+    if value is None and allow_none:
+        return ""
+    if isinstance(value, list) and value and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
+        value = "".join(str(p.get("text") or "") for p in value)  # OpenAI content parts, text only
+    if not isinstance(value, str):
+        raise RowError("wrong_type", f"{where} content is {_kind(value)}; expected text")
+    return value
+
+
+def _weight(message: dict[str, Any], where: str) -> None:
+    if "weight" in message:
+        w = message["weight"]
+        if w not in (0, 1) or isinstance(w, float) and not w.is_integer():
+            raise RowError("wrong_type", f"{where} has weight {w!r}; weight must be 0 (not trained) or 1 (trained)")
+        message["weight"] = int(w)
+
+
+def _chat_messages(value: Any, columns: Mapping[str, str], name: str) -> list[dict[str, Any]]:
+    value = _maybe_json_list(value, name)
+    if not isinstance(value, list):
+        raise RowError("wrong_type", f"field '{name}' is {_kind(value)}; expected a list of messages")
+    role_key, content_key = columns.get("role", "role"), columns.get("content", "content")
+    messages = []
+    for i, m in enumerate(value):
+        where = f"message {i}"
+        if not isinstance(m, dict):
+            raise RowError("wrong_type", f"{where} is {_kind(m)}; expected an object with role and content")
+        if role_key not in m:
+            raise RowError("missing_field", f"{where} has no '{role_key}'")
+        role = m[role_key]
+        if not isinstance(role, str):
+            raise RowError("wrong_type", f"{where} role is {_kind(role)}; expected text")
+        if role not in KNOWN_ROLES:
+            raise RowError("invalid_roles", f"{where} has unknown role {role!r}; allowed: {', '.join(KNOWN_ROLES)}")
+        if content_key not in m and not m.get("tool_calls"):
+            raise RowError("missing_field", f"{where} ({role}) has no '{content_key}'")
+        out = {k: v for k, v in m.items() if k not in (role_key, content_key)}
+        out = {"role": role, "content": _content(m.get(content_key), f"{where} ({role})", allow_none=bool(m.get("tool_calls"))), **out}
+        _weight(out, where)
+        messages.append(out)
+    return messages
+
+
+def _sharegpt_messages(record: Mapping[str, Any], columns: Mapping[str, str]) -> list[dict[str, Any]]:
+    value = _maybe_json_list(_field(record, "conversations", columns), "conversations")
+    if not isinstance(value, list):
+        raise RowError("wrong_type", f"field 'conversations' is {_kind(value)}; expected a list of turns")
+    from_key, value_key = columns.get("from", "from"), columns.get("value", "value")
+    messages = _optional_system(record, columns)
+    for i, turn in enumerate(value):
+        where = f"turn {i}"
+        if not isinstance(turn, dict):
+            raise RowError("wrong_type", f"{where} is {_kind(turn)}; expected an object with from and value")
+        speaker = turn.get(from_key, turn.get("role"))
+        if speaker is None:
+            raise RowError("missing_field", f"{where} has no '{from_key}'")
+        if not isinstance(speaker, str):
+            raise RowError("wrong_type", f"{where} '{from_key}' is {_kind(speaker)}; expected text")
+        role = SHAREGPT_ROLES.get(speaker.lower())
+        if role is None:
+            raise RowError("invalid_roles", f"{where} is from unknown speaker {speaker!r}; allowed: human, gpt, system, tool")
+        if value_key not in turn and "content" not in turn:
+            raise RowError("missing_field", f"{where} has no '{value_key}'")
+        text = _content(turn.get(value_key, turn.get("content")), f"{where} ({speaker})", allow_none=False)
+        message: dict[str, Any] = {"role": role, "content": text}
+        if "weight" in turn:
+            message["weight"] = turn["weight"]
+            _weight(message, where)
+        messages.append(message)
+    return messages

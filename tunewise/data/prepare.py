@@ -1,0 +1,521 @@
+"""``prepare_data``: load, normalise, validate, deduplicate, split, augment, measure and write a data folder.
+
+Rows stream through (parse -> normalise -> check -> exact dedup -> tokenize -> token limits -> near dedup) in
+batches, rejected rows go straight to ``rejects.jsonl``, and only the kept examples stay in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from tunewise.config import DataConfig
+from tunewise.data.dedup import NearDuplicateIndex, content_key, example_text, signatures
+from tunewise.data.errors import DataError, Reject, RowError
+from tunewise.data.example import Example
+from tunewise.data.formats import check_format, detect_format, normalize
+from tunewise.data.io import RawRow, atomic_open, dumps, iter_rows, write_json, write_jsonl
+from tunewise.data.split import SPLITS, label_getter, split_items
+from tunewise.data.stats import DataReport, TokenCounts, label_counts, token_stats
+from tunewise.data.validate import check_example, check_tokens
+from tunewise.train.tokenize import IGNORE_INDEX, encode_examples
+
+BATCH = 1024
+DETECT_WINDOW = 100  # rows a file may start with before its format must be recognisable
+
+
+@dataclass
+class Item:
+    """A kept example with what later stages need: its dedup key, token counts and MinHash signature."""
+
+    example: Example
+    key: bytes
+    tokens: TokenCounts
+    sig: np.ndarray | None = None
+
+
+class RejectLog:
+    """Writes rejected rows to an open ``rejects.jsonl`` as they come, and counts them per reason."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.counts: Counter[str] = Counter()
+
+    def add(self, source: str, line: int, error: RowError, raw: Any = None, **extra: Any) -> None:
+        self.counts[error.code] += 1
+        record = Reject(source=source, line=line, reason=error.code, message=error.message, raw=raw, extra=extra)
+        self.stream.write(dumps(record.to_record()) + "\n")
+
+
+@dataclass
+class _Collected:
+    items: list[Item] = field(default_factory=list)
+    read: int = 0
+    stages: Counter[str] = field(default_factory=Counter)
+    formats: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# normalising
+
+
+def normalised(
+    rows: Iterable[RawRow], config: DataConfig, rejects: RejectLog, formats: dict[str, str]
+) -> Iterator[tuple[RawRow, Example]]:
+    """Parsed rows -> checked Examples; every other row goes to ``rejects``. With ``format: auto`` each file's format
+    is detected from its first recognisable row (recorded in ``formats``)."""
+    fmt = check_format(config.format)
+    pending: list[RawRow] = []
+    current: str | None = None
+
+    def emit(row: RawRow, file_format: str) -> Iterator[tuple[RawRow, Example]]:
+        if row.error is not None:
+            rejects.add(row.source, row.line, row.error, row.raw)
+            return
+        try:
+            example = normalize(row.record, file_format, config.columns, system_prompt=config.system_prompt)
+            check_example(example)
+        except RowError as err:
+            rejects.add(row.source, row.line, err, row.record)
+            return
+        example.meta["source"], example.meta["line"] = row.source, row.line
+        yield row, example
+
+    for row in rows:
+        if row.source != current:
+            if pending:  # the previous file never showed a recognisable row
+                _undetected(pending)
+            current, pending = row.source, []
+        if row.source not in formats:
+            if fmt != "auto":
+                formats[row.source] = fmt
+            elif row.record is not None and (found := detect_format(row.record, config.columns)):
+                formats[row.source] = found
+            else:
+                pending.append(row)
+                if sum(r.record is not None for r in pending) >= DETECT_WINDOW:
+                    _undetected(pending)
+                continue
+            for early in pending:
+                yield from emit(early, formats[row.source])
+            pending = []
+        yield from emit(row, formats[row.source])
+    if pending:
+        if all(r.record is None for r in pending):  # nothing but unparseable rows: reject them all
+            for r in pending:
+                if r.error is not None:
+                    rejects.add(r.source, r.line, r.error, r.raw)
+        else:
+            _undetected(pending)
+
+
+def _undetected(rows: list[RawRow]) -> None:
+    record = next(r.record for r in rows if r.record is not None)
+    fields = ", ".join(map(str, list(record)[:8])) or "(none)"
+    raise DataError(
+        f"cannot tell the format of {rows[0].source} (fields: {fields}); set data.format to alpaca, chat, sharegpt, "
+        f"completion or text and map other field names with data.columns"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# collecting
+
+
+def _measure(batch: list[Example]) -> list[tuple[tuple[str, str, int] | None, TokenCounts | None, np.ndarray | None]]:
+    """Tokenize a batch with the chat template (as training does), apply the token checks and compute near-duplicate
+    signatures. Runs in a worker process (state from :func:`_init_worker`) or inline. For each example:
+    ``(reject, counts, signature)`` where ``reject`` is ``(code, message, n_tokens)`` or None."""
+    tokenizer, loss_on, config, need_sigs = _STATE["tokenizer"], _STATE["loss_on"], _STATE["config"], _STATE["need_sigs"]
+    encoded = encode_examples(batch, tokenizer, loss_on=loss_on)
+    limit = config.max_tokens
+    out: list[tuple[tuple[str, str, int] | None, TokenCounts | None, np.ndarray | None]] = []
+    for enc in encoded:
+        n, trained = len(enc), enc.n_trained
+        after_cut = sum(1 for x in enc.labels[:limit] if x != IGNORE_INDEX) if n > limit else None
+        err = check_tokens(n, trained, after_cut, min_tokens=config.min_tokens, max_tokens=limit, overlength=config.overlength)
+        if err is not None:
+            out.append(((err.code, err.message, n), None, None))
+            continue
+        counts = TokenCounts.of(enc)
+        if after_cut is not None:  # truncated: training sees the first max_tokens tokens
+            counts = TokenCounts(prompt=min(counts.prompt, limit), total=limit, trained=after_cut, truncated=True)
+        out.append((None, counts, None))
+    if need_sigs:
+        keep = [i for i, r in enumerate(out) if r[0] is None]
+        for i, sig in zip(keep, signatures([example_text(batch[i]) for i in keep])):
+            out[i] = (None, out[i][1], sig)
+    return out
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer: Any, loss_on: str, config: DataConfig, need_sigs: bool) -> None:
+    _STATE.update(tokenizer=tokenizer, loss_on=loss_on, config=config, need_sigs=need_sigs)
+
+
+class _Measurer:
+    """Runs :func:`_measure` on batches in order: inline for the first batch (small inputs never start processes),
+    then in a pool of worker processes with a bounded number of batches in flight (memory stays bounded)."""
+
+    def __init__(self, tokenizer: Any, loss_on: str, config: DataConfig, need_sigs: bool, workers: int) -> None:
+        self.args = (tokenizer, loss_on, config, need_sigs)
+        self.workers = workers
+        self.pool: Any = None
+        self.batches_seen = 0
+        self.inflight: deque[tuple[list[Any], Any]] = deque()
+        _init_worker(*self.args)
+
+    def submit(self, batch: list[Any]) -> Iterator[tuple[list[Any], list[Any]]]:
+        """Queue a batch of (example, key); yields finished (batch, results) pairs in submission order."""
+        self.batches_seen += 1
+        if self.workers > 1 and self.pool is None and self.batches_seen > 1:
+            import multiprocessing as mp
+
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warning from the Rust tokenizer
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            self.pool = mp.get_context(method).Pool(self.workers, initializer=_init_worker, initargs=self.args)
+        if self.pool is None:
+            yield batch, _measure([ex for ex, _ in batch])
+            return
+        self.inflight.append((batch, self.pool.apply_async(_measure, ([ex for ex, _ in batch],))))
+        while len(self.inflight) > 2 * self.workers:
+            done, result = self.inflight.popleft()
+            yield done, result.get()
+
+    def drain(self) -> Iterator[tuple[list[Any], list[Any]]]:
+        while self.inflight:
+            done, result = self.inflight.popleft()
+            yield done, result.get()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+
+def _collect(path: str, config: DataConfig, measurer: _Measurer, rejects: RejectLog, *, tick: Callable[[int], None]) -> _Collected:
+    out = _Collected()
+    seen: dict[bytes, tuple[str, int]] = {}
+    near = NearDuplicateIndex(config.near_dedup_threshold) if config.near_dedup_threshold else None
+    batch: list[tuple[Example, bytes]] = []
+
+    def counted(rows: Iterable[RawRow]) -> Iterator[RawRow]:
+        for row in rows:
+            out.read += 1
+            yield row
+
+    def finish(done: list[tuple[Example, bytes]], results: list[Any]) -> None:
+        for (example, key), (reject, counts, sig) in zip(done, results):
+            meta = example.meta
+            if reject is not None:
+                rejects.add(meta["source"], meta["line"], RowError(reject[0], reject[1]), example.to_record(), tokens=reject[2])
+                continue
+            out.stages["within token limits"] += 1
+            if counts.truncated:
+                meta["truncated"] = True
+            if near is not None:
+                found = near.find(sig)
+                if found is not None:
+                    (src, line), sim = found
+                    err = RowError("near_duplicate", f"near-duplicate (estimated Jaccard {sim:.2f} >= {near.threshold}) of {src} line {line}")
+                    rejects.add(meta["source"], meta["line"], err, example.to_record(), duplicate_of={"source": src, "line": line})
+                    continue
+                near.add((meta["source"], meta["line"]), sig)
+            out.items.append(Item(example, key, counts, sig))
+        tick(len(done))
+
+    for row, example in normalised(counted(iter_rows(path)), config, rejects, out.formats):
+        out.stages["valid"] += 1
+        key = content_key(example)
+        if config.dedup:
+            first = seen.get(key)
+            if first is not None:
+                err = RowError("duplicate", f"exact duplicate of {first[0]} line {first[1]}")
+                rejects.add(row.source, row.line, err, row.record, duplicate_of={"source": first[0], "line": first[1]})
+                continue
+            seen[key] = (row.source, row.line)
+        out.stages["unique"] += 1
+        batch.append((example, key))
+        if len(batch) >= BATCH:
+            for done, results in measurer.submit(batch):
+                finish(done, results)
+            batch = []
+    if batch:
+        for done, results in measurer.submit(batch):
+            finish(done, results)
+    for done, results in measurer.drain():
+        finish(done, results)
+    out.stages["near-unique"] = len(out.items)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# overlap between splits
+
+
+def remove_overlap(
+    splits: dict[str, list[Item]], threshold: float | None, *, remove: bool, rejects: RejectLog | None
+) -> dict[str, dict[str, int]]:
+    """Find train/val examples that duplicate (exactly, or near by ``threshold``) an example of a later split
+    (val, test); report them per pair of splits and, with ``remove``, drop them from the earlier split."""
+    report: dict[str, dict[str, int]] = {}
+    for later in ("test", "val"):
+        targets = splits.get(later) or []
+        if not targets:
+            continue
+        keys = {it.key: it.example.meta for it in targets}
+        index = None
+        if threshold and all(it.sig is not None for it in targets):
+            index = NearDuplicateIndex(threshold)
+            for j, it in enumerate(targets):
+                index.add(j, it.sig)
+        for earlier in ("train", "val"):
+            if earlier == later or (later == "val" and earlier != "train"):
+                continue
+            exact = near = 0
+            kept = []
+            for it in splits.get(earlier, []):
+                hit: tuple[str, Any] | None = None
+                if it.key in keys:
+                    exact += 1
+                    hit = ("exact", keys[it.key])
+                elif index is not None and it.sig is not None and (found := index.find(it.sig)):
+                    near += 1
+                    hit = (f"near (estimated Jaccard {found[1]:.2f})", targets[found[0]].example.meta)
+                if hit and remove:
+                    if rejects is not None:
+                        meta = it.example.meta
+                        other = {"split": later, "source": hit[1].get("source"), "line": hit[1].get("line")}
+                        msg = f"{hit[0]} duplicate of {later} example {other['source']} line {other['line']}; removed from {earlier}"
+                        rejects.add(meta.get("source", ""), meta.get("line", 0), RowError("split_overlap", msg), it.example.to_record(), duplicate_of=other)
+                    continue
+                kept.append(it)
+            splits[earlier] = kept
+            report[f"{earlier}_{later}"] = {"exact": exact, "near": near, "removed": (exact + near) if remove else 0}
+    return report
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the whole preparation
+
+
+def prepare_data(
+    config: DataConfig,
+    tokenizer: Any,
+    out_dir: Path,
+    *,
+    loss_on: str = "answers",
+    progress: bool = True,
+    paraphraser: Any = None,
+    workers: int | None = None,
+) -> DataReport:
+    """Prepare ``config.path`` into ``out_dir``: train/val/test.jsonl (Example records), rejects.jsonl and
+    data_report.json, each written atomically. ``paraphraser`` (a :class:`tunewise.data.augment.Paraphraser`) is
+    needed only when ``config.augment_paraphrase`` asks for paraphrases. ``workers`` processes tokenize (default: up to
+    2; 1 = none started). Raises DataError for unusable data."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not config.path:
+        raise DataError("no data given; set data.path to a JSONL/JSON/CSV/Parquet file, a folder or a glob")
+    check_format(config.format)
+    if config.format != "text" and not getattr(tokenizer, "chat_template", None):
+        raise DataError("the tokenizer has no chat template; use a chat model's tokenizer, or data.format=text for plain text")
+    if config.augment_paraphrase and paraphraser is None:
+        raise DataError("data.augment_paraphrase needs a model to paraphrase with; run through `tunewise data prepare` or pass paraphraser=")
+    need_sigs = bool(config.overlap_threshold or config.near_dedup_threshold)
+    rejects_path = out_dir / "rejects.jsonl"
+
+    measurer = _Measurer(tokenizer, loss_on, config, need_sigs, workers if workers is not None else min(2, os.cpu_count() or 1))
+    with _progress(progress) as tick, atomic_open(rejects_path) as stream, contextlib.closing(measurer), _gc_paused():
+        rejects = RejectLog(stream)
+        main = _collect(config.path, config, measurer, rejects, tick=tick)
+        given_test = None
+        if config.test_path:
+            given_test = _collect(config.test_path, config, measurer, rejects, tick=tick)
+        items = main.items
+        unused: list[Item] = []
+        if config.max_examples is not None and len(items) > config.max_examples:
+            import random
+
+            chosen = set(random.Random(config.seed).sample(range(len(items)), config.max_examples))
+            unused = [it for i, it in enumerate(items) if i not in chosen]
+            items = [it for i, it in enumerate(items) if i in chosen]
+        if items:
+            get = label_getter(config.stratify_by)
+            parts = split_items(items, config.split, seed=config.seed, has_test=given_test is not None,
+                                label_of=(lambda it: get(it.example)) if get else None)  # fmt: skip
+            unused += parts.pop("unused")
+            if given_test is not None:
+                parts["test"] = given_test.items
+            overlap = remove_overlap(parts, config.overlap_threshold, remove=config.remove_overlap, rejects=rejects)
+            augmented = _augment(parts, config, tokenizer, loss_on, paraphraser)
+
+    rejected = dict(sorted(rejects.counts.items()))
+    if not items:
+        total = sum(rejected.values())
+        top = ", ".join(f"{k} {v}" for k, v in Counter(rejects.counts).most_common(3))
+        raise DataError(f"no valid row in {config.path} ({main.read} read, {total} rejected: {top or 'the file is empty'}); see {rejects_path}")
+
+    files = {}
+    for name in SPLITS:
+        path = out_dir / f"{name}.jsonl"
+        write_jsonl(path, (it.example.to_record() for it in parts[name]))
+        files[name] = str(path)
+    files["rejects"] = str(rejects_path)
+
+    label_field = (config.stratify_by or "label").removeprefix("meta.")
+    read = main.read + (given_test.read if given_test else 0)
+    report = DataReport(
+        counts={
+            "read": read,
+            "kept": sum(len(parts[s]) for s in SPLITS) - augmented["total"],
+            **{s: len(parts[s]) for s in SPLITS},
+            "rejected": rejected,
+            "rejected_total": sum(rejected.values()),
+            "truncated": sum(1 for s in SPLITS for it in parts[s] if it.tokens.truncated),
+            "unused": len(unused),
+            "augmented": augmented,
+        },
+        stages=_stages(main, given_test, items, parts, augmented),
+        tokens={s: token_stats([it.tokens for it in parts[s]]) for s in SPLITS},
+        labels={s: label_counts(it.example.meta.get(label_field) for it in parts[s]) for s in SPLITS},
+        overlap=overlap,
+        formats={**main.formats, **(given_test.formats if given_test else {})},
+        files=files,
+        config=config.model_dump(mode="json"),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    files["report"] = str(out_dir / "data_report.json")
+    write_json(out_dir / "data_report.json", report.to_dict())
+    return report
+
+
+def _stages(main: _Collected, test: _Collected | None, items: list[Item], parts: dict[str, list[Item]], augmented: dict[str, int]) -> list[dict[str, Any]]:
+    rows = [
+        ("read", main.read + (test.read if test else 0)),
+        ("valid", main.stages["valid"] + (test.stages["valid"] if test else 0)),
+        ("unique", main.stages["unique"] + (test.stages["unique"] if test else 0)),
+        ("within token limits", main.stages["within token limits"] + (test.stages["within token limits"] if test else 0)),
+        ("near-unique", main.stages["near-unique"] + (test.stages["near-unique"] if test else 0)),
+        ("selected (max_examples)", len(items) + (len(test.items) if test else 0)),
+        ("split, after overlap removal", sum(len(parts[s]) for s in SPLITS) - augmented["total"]),
+        ("with augmented train rows", sum(len(parts[s]) for s in SPLITS)),
+    ]
+    return [{"stage": name, "rows": n} for name, n in rows]
+
+
+def _augment(parts: dict[str, list[Item]], config: DataConfig, tokenizer: Any, loss_on: str, paraphraser: Any) -> dict[str, int]:
+    """Add augmented copies to train only (never to val or test); counts by method."""
+    counts = {"shuffle": 0, "paraphrase": 0, "rejected": 0, "total": 0}
+    if not (config.augment_shuffle or config.augment_paraphrase) or not parts["train"]:
+        return counts
+    from tunewise.data.augment import augment_examples
+
+    new, rejected = augment_examples([it.example for it in parts["train"]], config, paraphraser=paraphraser)
+    counts["rejected"] = rejected
+    if new:
+        _init_worker(tokenizer, loss_on, config, False)
+        kept = [Item(ex, content_key(ex), tc) for ex, (reject, tc, _) in zip(new, _measure(new)) if reject is None]
+        seen = {it.key for s in SPLITS for it in parts[s]}
+        kept = [it for it in kept if it.key not in seen]
+        counts["rejected"] += len(new) - len(kept)
+        for it in kept:
+            counts[it.example.meta["augmented"]] += 1
+            if it.tokens.truncated:
+                it.example.meta["truncated"] = True
+        parts["train"] = parts["train"] + kept
+    counts["total"] = counts["shuffle"] + counts["paraphrase"]
+    return counts
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while rows stream in: its full passes rescan every kept example (~15% of
+    the time on 100k rows) and the pipeline creates no reference cycles."""
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class _progress:
+    """A rich progress line on stderr counting rows (nothing when disabled)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._p = Progress(SpinnerColumn(), TextColumn("preparing data: {task.completed:,} rows"), TimeElapsedColumn(),
+                           console=Console(stderr=True), transient=True)  # fmt: skip
+        self._p.__enter__()
+        task = self._p.add_task("prepare", total=None)
+        return lambda n: self._p.advance(task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self._p.__exit__(*exc)
+
+
+def load_split(out_dir: str | Path, split: str) -> list[Example]:
+    """The examples of one split (``train``, ``val`` or ``test``) of a prepared data folder."""
+    from tunewise.data.io import iter_file
+
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    path = Path(out_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path} not found; run `tunewise data prepare` first")
+    out = []
+    for row in iter_file(path):
+        if row.record is None or "messages" not in row.record:
+            raise DataError(f"{path} line {row.line} is not an example record; prepare the data again")
+        out.append(Example.from_record(row.record))
+    return out
+
+
+def split_file(path: str, out_dir: str | Path, config: DataConfig) -> dict[str, int]:
+    """Split a data file without a tokenizer (no token checks): read, normalise, validate, exact-dedup, split by
+    ``config.split`` / ``seed`` / ``stratify_by``; writes train/val/test.jsonl and rejects.jsonl; returns counts."""
+    out_dir = Path(out_dir)
+    formats: dict[str, str] = {}
+    items: list[Item] = []
+    seen: dict[bytes, tuple[str, int]] = {}
+    with atomic_open(out_dir / "rejects.jsonl") as stream:
+        rejects = RejectLog(stream)
+        for row, example in normalised(iter_rows(path), config, rejects, formats):
+            key = content_key(example)
+            if config.dedup and key in seen:
+                first = seen[key]
+                rejects.add(row.source, row.line, RowError("duplicate", f"exact duplicate of {first[0]} line {first[1]}"), row.record)
+                continue
+            seen[key] = (row.source, row.line)
+            items.append(Item(example, key, TokenCounts(0, 0, 0)))
+    if not items:
+        raise DataError(f"no valid row in {path}; see {out_dir / 'rejects.jsonl'}")
+    get = label_getter(config.stratify_by)
+    parts = split_items(items, config.split, seed=config.seed, label_of=(lambda it: get(it.example)) if get else None)
+    counts = {name: write_jsonl(out_dir / f"{name}.jsonl", (it.example.to_record() for it in parts[name])) for name in SPLITS}
+    counts["unused"] = len(parts["unused"])
+    counts["rejected"] = sum(rejects.counts.values())
+    return counts
