@@ -26,12 +26,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-try:  # the data commands live in their own module
-    from tunewise.cli.data import app as data_app
+from tunewise.cli.data import app as data_app  # noqa: E402
 
-    app.add_typer(data_app, name="data", help="Prepare, inspect, convert and split datasets.")
-except ImportError:  # pragma: no cover - only while the module is absent
-    pass
+app.add_typer(data_app, name="data", help="Prepare, inspect, convert and split datasets.")
+
+# Each further command group lives in its own module with a ``register(app)`` function.
+_COMMAND_MODULES = ("monitor", "ship", "decide")
+
+
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"tunewise.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tunewise.cli.{name}":
+                raise
+            continue
+        module.register(app)
 
 
 def _quiet_libraries() -> None:
@@ -194,6 +207,9 @@ def report(target: Path = typer.Argument(..., help="A run directory")) -> None:
 
     cfg, run_dir = guarded(lambda: config_of_run(target))
     console.print(f"report: [bold]{guarded(lambda: report_stage(cfg, run_dir))}[/]")
+
+
+_register_command_modules()
 
 
 def main() -> None:
