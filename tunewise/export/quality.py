@@ -1,0 +1,44 @@
+"""The quality of a model on the test sample: the run's eval metrics on greedy answers, and answer perplexity."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from tunewise.data.example import Example
+from tunewise.evaluate.generate import generate
+from tunewise.evaluate.metrics import compute_metrics
+from tunewise.evaluate.perplexity import perplexity
+
+
+def measure_quality(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    metrics: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """``{"n", "metrics": {name: score}, "perplexity", "seconds"}`` for ``model`` on ``examples``."""
+    started = time.time()
+    outputs = generate(model, tokenizer, [e.prompt_messages for e in examples], max_new_tokens=max_new_tokens,
+                       batch_size=batch_size)
+    scores = compute_metrics([o["text"] for o in outputs], [e.reference or "" for e in examples], list(metrics))
+    return {
+        "n": len(examples),
+        "metrics": scores,
+        "perplexity": perplexity(model, tokenizer, examples, batch_size),
+        "seconds": round(time.time() - started, 2),
+        "predictions": [o["text"] for o in outputs],
+    }
+
+
+def quality_change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """after - before for every metric and the perplexity, plus how many greedy answers changed."""
+    changed = sum(a != b for a, b in zip(before["predictions"], after["predictions"]))
+    return {
+        "metrics": {k: after["metrics"][k] - v for k, v in before["metrics"].items()},
+        "perplexity": after["perplexity"] - before["perplexity"],
+        "answers_changed": changed,
+    }

@@ -1,0 +1,124 @@
+"""The models a server answers with: a base and any number of adapters on one loaded copy of it, or full models.
+
+Adapters trained on the same base share one ``PeftModel`` (``load_adapter`` per run; ``set_adapter`` picks one per
+request, ``disable_adapter`` serves the base), so serving base + N tuned variants costs one base in memory plus N
+small adapters. A variant's ``lock`` guards the model object it shares: one generation at a time per object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Variant:
+    name: str
+    model: Any
+    tokenizer: Any
+    source: str
+    adapter: str | None = None  # PEFT adapter to activate; None on a PeftModel means the base (adapters disabled)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def context_length(self) -> int:
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        candidates = [x for x in (n, limit) if isinstance(x, int) and 0 < x < 10**8]
+        return min(candidates) if candidates else 2048
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Any]:
+        """Hold the lock and yield the model with this variant's adapter switched on (or all adapters off)."""
+        with self.lock:
+            if not hasattr(self.model, "peft_config"):
+                yield self.model
+            elif self.adapter is None:
+                with self.model.disable_adapter():
+                    yield self.model
+            else:
+                self.model.set_adapter(self.adapter)
+                yield self.model
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, i = name, 2
+    while candidate in taken:
+        candidate, i = f"{name}-{i}", i + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _describe(target: Path) -> tuple[str, str | None, Path, bool]:
+    """(variant name, base model of an adapter run or None, model folder, trust_remote_code) for a CLI argument."""
+    if (target / "config.yaml").is_file():
+        from tunewise.pipeline import config_of_run
+
+        config, run = config_of_run(target)
+        model_dir = run.require("model", hint="train first: `tunewise train RUN`")
+        base = config.model if (model_dir / "adapter_config.json").is_file() else None
+        return target.name, base, model_dir, config.trust_remote_code
+    if (target / "config.json").is_file():
+        name = f"{target.parent.parent.name}-{target.name}" if target.parent.name == "export" else target.name
+        return name, None, target, False
+    raise FileNotFoundError(
+        f"{target} is neither a run directory (config.yaml) nor a model folder (config.json); pass RUN or a folder "
+        "such as RUN/export/merged"
+    )
+
+
+def load_variants(
+    targets: Sequence[str | Path], *, include_base: bool = True, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> dict[str, Variant]:
+    """Load every target (run directory or model folder) as a variant; adapters on one base share it.
+
+    With ``include_base`` each distinct base of an adapter run is served too, as ``base`` (``base-2``, ... when
+    runs have different bases).
+    """
+    from peft import PeftModel
+
+    from tunewise.export.common import load_exported
+    from tunewise.models import load_model, load_tokenizer, resolve_model
+
+    if not targets:
+        raise ValueError("give at least one run directory or model folder to serve")
+    taken: set[str] = {"ab"}
+    variants: dict[str, Variant] = {}
+    groups: dict[str, list[tuple[str, Path, bool]]] = {}
+    for target in targets:
+        name, base, model_dir, trc = _describe(Path(target))
+        if base is None:
+            name = _unique(name, taken)
+            variants[name] = Variant(name, load_exported(model_dir, device=device, trust_remote_code=trc),
+                                     load_tokenizer(str(model_dir), trust_remote_code=trc), str(model_dir))
+        else:
+            groups.setdefault(base, []).append((name, model_dir, trc))
+    for base, runs in groups.items():
+        trc = any(t for _, _, t in runs)
+        model: Any = load_model(base, dtype=dtype, device=device, trust_remote_code=trc).eval()
+        lock = threading.Lock()
+        if include_base:
+            name = _unique("base", taken)
+            variants[name] = Variant(name, model, load_tokenizer(base, trust_remote_code=trc), resolve_model(base),
+                                     lock=lock)
+        for run_name, model_dir, _ in runs:
+            name = _unique(run_name, taken)
+            if not isinstance(model, PeftModel):
+                model = PeftModel.from_pretrained(model, str(model_dir), adapter_name=name).eval()
+            else:
+                model.load_adapter(str(model_dir), adapter_name=name)
+            variants[name] = Variant(name, model, load_tokenizer(str(model_dir), trust_remote_code=trc),
+                                     str(model_dir), adapter=name, lock=lock)
+        for v in variants.values():  # the base variant was created before the PeftModel wrapped its model
+            if v.lock is lock:
+                v.model = model
+    log.info("serving %s", ", ".join(f"{n} ({v.source})" for n, v in variants.items()))
+    return variants
