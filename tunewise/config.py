@@ -129,6 +129,32 @@ class EvalConfig(_Section):
         return value
 
 
+# --- monitor section (issue 5: monitoring, guards, integrations) ---------------------------------------------------
+class MonitorConfig(_Section):
+    """What is watched during training and where metrics go besides RUN/metrics.jsonl (see docs/monitoring.md)."""
+
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="Also log to TensorBoard (RUN/tensorboard) and/or MLflow (a local file store)."
+    )
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow store; null = file:OUTPUT_DIR/mlruns (offline).")
+    mlflow_experiment: str = "tunewise"
+    live: Literal["auto", "rich", "plain", "off"] = Field(
+        "auto", description="auto = a rich progress view in a terminal, plain log lines otherwise; off = the Trainer's bar."
+    )
+    nan_guard: bool = Field(True, description="Stop the run when the loss or gradients become NaN/inf.")
+    max_grad_norm_limit: float | None = Field(
+        1000.0, gt=0, description="Stop when a logged (pre-clipping) gradient norm exceeds this; null = never."
+    )
+    spike_factor: float = Field(2.0, gt=1, description="Warn when a logged train loss exceeds this times the recent median.")
+    spike_window: int = Field(10, ge=3, description="How many recent logged train losses the spike median uses.")
+    overfit_patience: int = Field(
+        3, gt=0, description="Evaluations in a row with eval loss above its best while train loss fell: overfitting."
+    )
+    early_stopping: bool = Field(False, description="Stop the run when overfitting is detected (see overfit_patience).")
+    plots: bool = Field(True, description="Write RUN/plots/*.png at the end of training.")
+# --- end monitor section ---
+
+
 class Config(_Section):
     name: str = "run"
     output_dir: str = "runs"
@@ -139,6 +165,7 @@ class Config(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @field_validator("method")
     @classmethod

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tunewise.config import Config, ConfigError, load_config
+from tunewise.monitor.record import ensure_record, tracked
 from tunewise.rundir import RunDir, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ def init_run(config: Config) -> RunDir:
     run = RunDir.of(config.run_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, config.to_yaml())
+    ensure_record(config, run.root)  # monitor: run.json (status validating for a new run)
     return run
 
 
@@ -43,10 +45,12 @@ def prepare_stage(config: Config, run: RunDir) -> dict[str, Any]:
     from tunewise.data.stats import plot_token_histograms
     from tunewise.models import load_tokenizer
 
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    report = prepare_data(config.data, tokenizer, run.data, loss_on=config.training.loss_on)
-    plot_token_histograms(report, str(run.plots / "data_token_lengths.png"))
-    return report.to_dict()
+    # monitor: run.json says "validating" while the data is prepared, "queued" (ready to train) after
+    with tracked(run.root, "prepare", config, status="validating", done_status="queued"):
+        tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+        report = prepare_data(config.data, tokenizer, run.data, loss_on=config.training.loss_on)
+        plot_token_histograms(report, str(run.plots / "data_token_lengths.png"))
+        return report.to_dict()
 
 
 def compare_stage(config: Config, run: RunDir) -> dict[str, Any]:
@@ -66,9 +70,6 @@ def report_stage(config: Config, run: RunDir) -> Path:
 
 def run_all(config: Config, *, notify: Notify = log.info, eval_progress: Any = None) -> dict[str, Any]:
     """Every stage in order. Returns timings and the headline numbers; also written to RUN/pipeline.json."""
-    from tunewise.evaluate.run import evaluate_run
-    from tunewise.train.run import train_run
-
     run = init_run(config)
     timings: dict[str, float] = {}
     result: dict[str, Any] = {"run_dir": str(run.root)}
@@ -76,18 +77,32 @@ def run_all(config: Config, *, notify: Notify = log.info, eval_progress: Any = N
     def stage(name: str, fn: Callable[[], Any]) -> Any:
         notify(f"[{name}] started")
         started = time.time()
-        value = fn()
+        if name in ("prepare", "train"):  # these record their own stage in run.json
+            value = fn()
+        else:
+            with tracked(run.root, name):  # monitor: run.json per stage
+                value = fn()
         timings[name] = round(time.time() - started, 2)
         notify(f"[{name}] done in {timings[name]:.1f} s")
         return value
+
+    with tracked(run.root, "pipeline", config):  # monitor: the whole pipeline is the job in run.json
+        _run_stages(config, run, result, stage, eval_progress)
+    result["timings_s"] = timings
+    atomic_write_json(run.root / "pipeline.json", {k: v for k, v in result.items() if k in ("timings_s", "report")})
+    return result
+
+
+def _run_stages(config: Config, run: RunDir, result: dict[str, Any], stage: Callable[[str, Callable[[], Any]], Any],
+                eval_progress: Any) -> None:
+    from tunewise.evaluate.run import evaluate_run
+    from tunewise.train.run import train_run
 
     result["data"] = stage("prepare", lambda: prepare_stage(config, run))
     if config.eval.baseline:
         result["base"] = stage("eval base", lambda: evaluate_run(config, run.root, "base", progress=eval_progress))
     result["train"] = stage("train", lambda: train_run(config, run.root))
     result["tuned"] = stage("eval tuned", lambda: evaluate_run(config, run.root, "tuned", progress=eval_progress))
-    result["comparison"] = stage("compare", lambda: compare_stage(config, run))
+    if config.eval.baseline:  # a comparison needs the baseline's predictions
+        result["comparison"] = stage("compare", lambda: compare_stage(config, run))
     result["report"] = str(stage("report", lambda: report_stage(config, run)))
-    result["timings_s"] = timings
-    atomic_write_json(run.root / "pipeline.json", {k: v for k, v in result.items() if k in ("timings_s", "report")})
-    return result

@@ -57,7 +57,7 @@ def _quiet_libraries() -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -146,7 +146,8 @@ def run(
         console.print(message, highlight=False)
 
     result = guarded(lambda: run_all(cfg, notify=notify, eval_progress=eval_progress))
-    _print_comparison(result["comparison"])
+    if "comparison" in result:
+        _print_comparison(result["comparison"])
     console.print(f"report: [bold]{result['report']}[/]")
 
 

@@ -1,9 +1,19 @@
-"""metrics.jsonl: one JSON object per logged step or evaluation, appended and flushed as it happens.
+"""metrics.jsonl: one JSON object per logged step, evaluation or event, appended and flushed as it happens.
 
-Schema (every record): ``kind`` ("train" | "eval" | "summary"), ``step``, ``epoch``, ``time`` (unix seconds),
-``elapsed_s``; train records add ``loss``, ``learning_rate``, ``grad_norm``, ``trained_tokens``, ``input_tokens``,
-``tokens_per_s``, ``input_tokens_per_s``, ``eta_s``; eval records add ``eval_loss`` and any ``eval_*`` metric;
-memory fields ``peak_rss_mb`` (and ``cuda_peak_allocated_mb`` / ``cuda_peak_reserved_mb`` on GPU) appear in all.
+Schema (documented in docs/monitoring.md and checked by :func:`validate_record`). Every record has ``kind``,
+``step`` (optimizer steps done), ``epoch``, ``time`` (unix seconds) and ``elapsed_s`` (seconds since this training
+session started). By kind:
+
+* ``start``: a training session began (a fresh run or a resume); adds ``max_steps`` and ``resumed`` (bool).
+* ``train``: ``loss``, ``learning_rate``, ``grad_norm``, ``trained_tokens``, ``input_tokens``, ``tokens_per_s``,
+  ``input_tokens_per_s``, ``eta_s``.
+* ``eval``: ``eval_loss`` and any other ``eval_*`` metric the Trainer reports.
+* ``summary``: the Trainer's end-of-training numbers (``train_runtime``, ``train_loss_mean``, ...).
+* ``warning`` / ``error``: a guard's finding: ``event`` (``loss_spike``, ``overfitting``, ``nan``, ``grad_norm``),
+  ``message``.
+
+Memory fields ``peak_rss_mb`` (and ``cuda_peak_allocated_mb`` / ``cuda_peak_reserved_mb`` on GPU) appear in train,
+eval and summary records. A non-finite number is written as the string ``"nan"`` / ``"inf"`` (the file stays JSON).
 """
 
 from __future__ import annotations
@@ -12,27 +22,99 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from transformers import TrainerCallback
 
 _RENAME = {"train_loss": "train_loss_mean"}
 
+KINDS = ("start", "train", "eval", "summary", "warning", "error")
+COMMON_FIELDS = ("kind", "step", "epoch", "time", "elapsed_s")
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "start": ("max_steps", "resumed"),
+    "train": ("loss", "learning_rate", "trained_tokens", "tokens_per_s", "peak_rss_mb"),
+    "eval": ("eval_loss", "peak_rss_mb"),
+    "summary": ("train_runtime",),
+    "warning": ("event", "message"),
+    "error": ("event", "message"),
+}
+
+Sink = Callable[[dict[str, Any]], None]
+"""Anything that receives every record after it is written (TensorBoard, MLflow, the live view, run.json)."""
+
+
+def validate_record(record: dict[str, Any]) -> list[str]:
+    """Problems with one record against the schema above (empty when it conforms)."""
+    kind = record.get("kind")
+    if kind not in KINDS:
+        return [f"unknown kind {kind!r}"]
+    problems = [f"{kind}: missing {f}" for f in (*COMMON_FIELDS, *REQUIRED_FIELDS[kind]) if f not in record]
+    if not isinstance(record.get("step"), int):
+        problems.append(f"{kind}: step must be an int")
+    for key, value in record.items():
+        if not isinstance(value, (int, float, str, bool)) and value is not None:
+            problems.append(f"{kind}: {key} must be a scalar")
+    return problems
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
 
 class MetricsWriter(TrainerCallback):
-    """Appends every Trainer log to ``metrics.jsonl`` (main process only), one flushed line per record."""
+    """Appends every Trainer log to ``metrics.jsonl`` (main process only), one flushed line per record, then hands
+    the record to each sink."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, sinks: Iterable[Sink] = ()) -> None:
         self.path = Path(path)
+        self.sinks: list[Sink] = list(sinks)
         self.start = time.time()
+        self.start_step = 0
+        self.state: Any = None
 
     def write(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
+            f.write(json.dumps({k: _clean(v) for k, v in record.items()}, allow_nan=False) + "\n")
             f.flush()
+        for sink in self.sinks:
+            sink(record)
+
+    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Write an event record (``warning``/``error``) stamped with the current step; returns it."""
+        state = self.state
+        now = time.time()
+        record = {
+            "kind": kind,
+            "step": state.global_step if state else 0,
+            "epoch": round((state.epoch or 0.0) if state else 0.0, 4),
+            "time": round(now, 3),
+            "elapsed_s": round(now - self.start, 3),
+            **fields,
+        }
+        if state is None or state.is_world_process_zero:
+            self.write(record)
+        return record
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.state, self.start, self.start_step = state, time.time(), state.global_step
+        if state.is_world_process_zero:
+            self.write(
+                {
+                    "kind": "start",
+                    "step": state.global_step,
+                    "epoch": round(state.epoch or 0.0, 4),
+                    "time": round(self.start, 3),
+                    "elapsed_s": 0.0,
+                    "max_steps": state.max_steps,
+                    "resumed": state.global_step > 0,
+                }
+            )
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.state = state
         if not state.is_world_process_zero or not logs:
             return
         now = time.time()
@@ -47,9 +129,10 @@ class MetricsWriter(TrainerCallback):
             record["kind"] = "summary"
         for key, value in logs.items():
             if isinstance(value, (int, float)):
-                record[_RENAME.get(key, key)] = value if math.isfinite(value) else str(value)
-        if record["kind"] == "train" and state.max_steps and state.global_step:
-            per_step = (now - self.start) / state.global_step
+                record[_RENAME.get(key, key)] = value
+        done = state.global_step - self.start_step  # steps of this session (a resume starts mid-way)
+        if record["kind"] == "train" and state.max_steps and done > 0:
+            per_step = (now - self.start) / done
             record["eta_s"] = round(per_step * (state.max_steps - state.global_step), 1)
         self.write(record)
 
@@ -72,3 +155,29 @@ def iter_metrics(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+def effective_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the training that counts: when a session resumes from step S, the earlier session's train and
+    eval records after S (work thrown away with the interrupted run) are dropped."""
+    out: list[dict[str, Any]] = []
+    for record in records:
+        if record.get("kind") == "start":
+            start = int(record.get("step", 0))
+            out = [r for r in out if r.get("kind") not in ("train", "eval") or int(r.get("step", 0)) <= start]
+        out.append(record)
+    return out
+
+
+def number(value: Any) -> float | None:
+    """A record's value as a float (``"nan"`` strings included), or None when it is not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None

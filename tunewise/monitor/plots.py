@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunewise.monitor.metrics import read_metrics
+from tunewise.monitor.metrics import effective_records, number, read_metrics
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    points = [(r["step"], number(r.get(key))) for r in records if number(r.get(key)) is not None]
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -30,7 +30,7 @@ def write_plots(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in read_metrics(metrics_path) if r.get("kind") in ("train", "eval")]
+    records = [r for r in effective_records(read_metrics(metrics_path)) if r.get("kind") in ("train", "eval")]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -69,6 +69,7 @@ def write_plots(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
     figure("lr", "learning rate", "learning rate", [(*_series(records, "learning_rate"), {"color": "tab:green"})])
     figure("grad_norm", "gradient norm", "L2 norm", [(*_series(records, "grad_norm"), {"color": "tab:red"})])
     figure("memory", "peak memory", "MiB", [(*_series(records, "peak_rss_mb"), {"label": "peak RSS"}),
-                                           (*_series(records, "cuda_peak_allocated_mb"), {"label": "CUDA allocated"})])
+                                           (*_series(records, "cuda_peak_allocated_mb"), {"label": "CUDA allocated"}),
+                                           (*_series(records, "cuda_peak_reserved_mb"), {"label": "CUDA reserved"})])
     figure("throughput", "throughput", "trained tokens/s", [(*_series(records, "tokens_per_s"), {"color": "tab:purple"})])
     return written

@@ -14,6 +14,9 @@ from tunewise import __version__
 from tunewise.rundir import RunDir, atomic_write_text, read_jsonl
 
 
+PLOT_ORDER = ["loss", "lr", "grad_norm", "throughput", "memory", "data_token_lengths"]
+
+
 def _load_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -65,6 +68,22 @@ def _comparison_rows(comparison: dict[str, Any]) -> dict[str, Any]:
     return {"models": models, "rows": rows, "n": comparison.get("n"), "split": comparison.get("split", "test")}
 
 
+def _monitor_view(run: RunDir) -> dict[str, Any] | None:
+    """monitor: the run's status (run.json), best eval loss and step, warnings and early stop (summary.json)."""
+    summary, record = _load_json(run.summary), _load_json(run.root / "run.json")
+    if not summary and not record:
+        return None
+    summary, record = summary or {}, record or {}
+    return {
+        "status": record.get("status"),
+        "error": record.get("error"),
+        "best_eval": _fmt(summary.get("min_eval_loss")) if summary.get("min_eval_loss") is not None else None,
+        "best_step": summary.get("best_step"),
+        "warnings": [w.get("message") for w in summary.get("warnings") or []],
+        "stopped": (summary.get("stopped") or {}).get("message"),
+    }
+
+
 def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
     """Render RUN/report.html from what the stages left in the run directory (any of them may be missing)."""
     run = RunDir.of(run_dir)
@@ -89,10 +108,9 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
             cards.append({"label": "final eval loss", "value": _fmt(train.get("final_eval_loss"))})
         cards.append({"label": "training time", "value": _duration(train.get("train_time_s"))})
 
-    plots = [
-        {"name": p.stem, "data": base64.b64encode(p.read_bytes()).decode("ascii")}
-        for p in sorted(run.plots.glob("*.png"))
-    ] if run.plots.is_dir() else []
+    found = sorted(run.plots.glob("*.png")) if run.plots.is_dir() else []
+    found.sort(key=lambda p: (PLOT_ORDER.index(p.stem) if p.stem in PLOT_ORDER else len(PLOT_ORDER), p.stem))
+    plots = [{"name": p.stem, "data": base64.b64encode(p.read_bytes()).decode("ascii")} for p in found]
 
     example_rows: list[dict[str, Any]] = []
     example_models: list[str] = []
@@ -140,6 +158,7 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
         examples=example_rows,
         example_models=example_models,
         config=config_text,
+        monitor=_monitor_view(run),
     )
     atomic_write_text(run.report, html)
     return run.report

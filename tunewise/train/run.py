@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -14,7 +14,8 @@ from tunewise.data.example import Example
 from tunewise.models import load_model, load_tokenizer
 from tunewise.models.device import resolve_precision
 from tunewise.monitor.memory import memory_snapshot
-from tunewise.monitor.metrics import MetricsWriter
+from tunewise.monitor.record import tracked
+from tunewise.monitor.session import MonitorSession
 from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, read_jsonl
 from tunewise.train.collate import PadCollator
 from tunewise.train.methods import count_parameters, get_method
@@ -81,11 +82,23 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def train_run(config: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+def train_run(
+    config: Config, run_dir: str | Path, *, resume: bool = False, callbacks: Sequence[Any] = ()
+) -> dict[str, Any]:
     """Train ``config.method`` on RUN/data/train.jsonl (eval loss on val.jsonl) and save RUN/model.
 
     Returns a summary (steps, losses, time, tokens, parameters, peak memory), also written to RUN/train_summary.json.
+    run.json follows the run (running -> succeeded / failed / cancelled); the monitor writes metrics.jsonl,
+    summary.json and plots/. ``callbacks`` are extra TrainerCallbacks, called before tunewise's own.
+    Raises :class:`tunewise.monitor.guards.TrainingStopped` when a guard stops the run, and
+    :class:`tunewise.monitor.session.TrainingCancelled` (a KeyboardInterrupt) on Ctrl-C, after saving a checkpoint.
     """
+    # --- monitor: run.json status around the whole stage
+    with tracked(run_dir, "train", config):
+        return _train_run(config, run_dir, resume=resume, callbacks=callbacks)
+
+
+def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: Sequence[Any]) -> dict[str, Any]:
     from transformers import set_seed
 
     from tunewise.train.trainer import TunewiseTrainer
@@ -115,9 +128,11 @@ def train_run(config: Config, run_dir: str | Path, *, resume: bool = False) -> d
     log.info("method %s: %s trainable of %s parameters", method.name, f"{trainable:,}", f"{total:,}")
 
     args = training_arguments(config, run.checkpoints, has_eval=bool(val_encoded), precision=precision)
-    writer = MetricsWriter(run.metrics)
     if not resume and run.metrics.exists():
         run.metrics.unlink()
+    # --- monitor: metrics.jsonl + sinks, guards, live view, Ctrl-C (tunewise/monitor/session.py)
+    session = MonitorSession(config, run, resume=resume)
+    session.adjust_arguments(args)
     trainer = TunewiseTrainer(
         model=model,
         args=args,
@@ -125,13 +140,15 @@ def train_run(config: Config, run_dir: str | Path, *, resume: bool = False) -> d
         eval_dataset=to_dataset(val_encoded) if val_encoded else None,
         data_collator=PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[writer],
+        callbacks=[*callbacks, *session.callbacks],
     )
+    session.attach(trainer)
     checkpoint = last_checkpoint(run.checkpoints) if resume else None
     if resume and checkpoint is None:
         log.warning("no checkpoint in %s: training from the start", run.checkpoints)
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with session.watching(trainer):
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     elapsed = time.time() - started
 
     if trainer.is_world_process_zero():

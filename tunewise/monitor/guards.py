@@ -1,0 +1,163 @@
+"""Guards that watch a run: NaN/inf loss and exploding gradients stop it, a loss spike warns, overfitting warns (and,
+with early stopping on, stops it).
+
+The NaN guard checks the gradients of every optimizer step *before* the optimizer applies them (the Trainer's
+``on_pre_optimizer_step``), so the weights, and any checkpoint saved later, never hold a NaN: the run stops with the
+last good checkpoint in place. A NaN loss always gives NaN gradients, and the Trainer replaces a NaN loss by the
+running average in its logs (``logging_nan_inf_filter``), so the gradients are where it shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from tunewise.monitor.metrics import MetricsWriter, number
+
+log = logging.getLogger(__name__)
+
+
+class TrainingStopped(ValueError):
+    """A guard stopped the run; the message names the step and what to try. (A ValueError, so the CLI shows it as
+    one line rather than a traceback.)"""
+
+
+def last_checkpoint_name(output_dir: str | Path) -> str | None:
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])).name if found else None
+
+
+class SpikeWatch:
+    """A logged train loss above ``factor`` x the median of the previous ``window`` logged losses is a spike."""
+
+    def __init__(self, factor: float = 2.0, window: int = 10) -> None:
+        self.factor = factor
+        self.recent: deque[float] = deque(maxlen=window)
+
+    def update(self, loss: float) -> float | None:
+        """Record ``loss``; return the median it spiked above, or None."""
+        median = statistics.median(self.recent) if len(self.recent) >= 3 else None
+        self.recent.append(loss)
+        return median if median is not None and loss > self.factor * median else None
+
+
+class OverfitWatch:
+    """Overfitting: for ``patience`` evaluations in a row, eval loss stayed above its best while the train loss
+    (mean of the train logs since the previous evaluation) fell below what it was at that best evaluation."""
+
+    def __init__(self, patience: int = 3) -> None:
+        self.patience = patience
+        self.best: tuple[float, float | None, int] | None = None  # (eval loss, train loss then, step)
+        self.bad = 0
+        self._train: list[float] = []
+        self._last_train: float | None = None
+
+    def train_loss(self, loss: float) -> None:
+        self._train.append(loss)
+
+    def eval_loss(self, loss: float, step: int) -> bool:
+        """Record an evaluation; True when this one completes ``patience`` bad evaluations in a row."""
+        train = statistics.fmean(self._train) if self._train else self._last_train
+        self._last_train, self._train = train, []
+        if self.best is None or loss < self.best[0]:
+            self.best, self.bad = (loss, train, step), 0
+            return False
+        best_train = self.best[1]
+        if train is not None and best_train is not None and train < best_train:
+            self.bad += 1
+        else:
+            self.bad = 0
+        return self.bad == self.patience
+
+
+def grads_finite(model: Any) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+
+
+class Guards(TrainerCallback):
+    """The callback: put it after :class:`MetricsWriter` so a record is on disk before a guard acts on it."""
+
+    def __init__(self, writer: MetricsWriter, monitor: Any, *, learning_rate: float) -> None:
+        self.writer = writer
+        self.cfg = monitor
+        self.learning_rate = learning_rate
+        self.spikes = SpikeWatch(monitor.spike_factor, monitor.spike_window)
+        self.overfit = OverfitWatch(monitor.overfit_patience)
+        self.warnings: list[dict[str, Any]] = []
+        self.quiet = False  # True while a rich live view shows the warnings itself
+        self.stopped: dict[str, Any] | None = None
+
+    def _stop(self, args: Any, state: Any, event: str, what: str, step: int) -> None:
+        checkpoint = last_checkpoint_name(args.output_dir)
+        kept = (
+            f"the last good checkpoint, {checkpoint}, is kept (resume from it with `tunewise train RUN --resume` "
+            "after changing the config)"
+            if checkpoint
+            else "no checkpoint had been saved yet"
+        )
+        message = (
+            f"training stopped at step {step}: {what}. Nothing from this step was saved; {kept}. Try a lower "
+            f"training.learning_rate (now {self.learning_rate:g}), a smaller training.max_grad_norm or more warmup, "
+            "and check the data for broken or extreme examples (RUN/data, RUN/data/rejects.jsonl)."
+        )
+        self.stopped = {"reason": event, "step": step, "message": message}
+        self.writer.emit("error", event=event, message=message)
+        raise TrainingStopped(message)
+
+    def _warn(self, event: str, message: str, **extra: Any) -> None:
+        if not self.quiet:
+            log.warning("warning: %s", message)
+        self.warnings.append(self.writer.emit("warning", event=event, message=message, **extra))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # a checkpoint is only saved right after a log, so the guards see every step's loss before any save
+        if control.should_save:
+            control.should_log = True
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        # with fp16 the grad scaler skips steps with inf gradients by design; the logged loss is checked instead
+        if not self.cfg.nan_guard or args.fp16 or model is None:
+            return
+        if not grads_finite(model):
+            self._stop(args, state, "nan", "the loss or the gradients became NaN or infinite", state.global_step + 1)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        logs = logs or {}
+        step = state.global_step
+        if "train_runtime" in logs:
+            return
+        loss, eval_loss, grad = number(logs.get("loss")), number(logs.get("eval_loss")), number(logs.get("grad_norm"))
+        if self.cfg.nan_guard:
+            for name, value in (("train loss", loss), ("eval loss", eval_loss), ("gradient norm", grad)):
+                if value is not None and not math.isfinite(value):
+                    self._stop(args, state, "nan", f"the {name} is {value}", step)
+        limit = self.cfg.max_grad_norm_limit
+        if limit is not None and grad is not None and grad > limit:
+            self._stop(args, state, "grad_norm", f"the gradient norm exploded to {grad:.4g} (limit "
+                       f"monitor.max_grad_norm_limit={limit:g})", step)
+        if loss is not None:
+            self.overfit.train_loss(loss)
+            median = self.spikes.update(loss)
+            if median is not None:
+                self._warn("loss_spike", f"loss spike at step {step}: train loss {loss:.4g} is more than "
+                           f"{self.spikes.factor:g}x the recent median {median:.4g}; if it keeps happening, lower "
+                           "training.learning_rate or check the data around this step")
+        if eval_loss is not None and self.overfit.eval_loss(eval_loss, step):
+            best_loss, _, best_step = self.overfit.best  # type: ignore[misc]
+            action = "stopping (monitor.early_stopping is on)" if self.cfg.early_stopping else (
+                "set monitor.early_stopping=true to stop such runs, or train fewer steps / add data / raise "
+                "training.weight_decay or lora.dropout")
+            self._warn("overfitting", f"overfitting at step {step}: eval loss {eval_loss:.4g} stayed above its best "
+                       f"{best_loss:.4g} (step {best_step}) for {self.overfit.patience} evaluations while the train "
+                       f"loss fell; {action}", stop=self.cfg.early_stopping)
+            if self.cfg.early_stopping:
+                control.should_training_stop = True
+                self.stopped = {"reason": "early_stopping", "step": step, "best_step": best_step}

@@ -1,0 +1,196 @@
+"""RUN/run.json: the record of a run, shaped like a hosted fine-tuning job.
+
+``status`` is one of :data:`STATUSES`: ``validating`` (the data is being prepared and checked), ``queued`` (ready to
+train), ``running``, then ``succeeded``, ``failed`` (with ``error``) or ``cancelled``. Besides the status the record
+keeps timestamps (ISO 8601, UTC), ``progress`` with the ETA while running, sha256 hashes of the config and of the
+prepared data, the seed, the versions of Python, torch, transformers, peft and tunewise, the device and host, and one
+entry per stage under ``stages``.
+
+A stage runs inside :func:`tracked`. The outermost tracked block in a process is the *job* (``tunewise run``: the
+whole pipeline; ``tunewise train``: training alone): only it sets the final ``succeeded``; any stage sets ``failed``
+or ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import os
+import platform
+import socket
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from tunewise.rundir import atomic_write_json
+
+STATUSES = ("validating", "queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE = ("validating", "queued", "running")
+RECORD_FILE = "run.json"
+
+_in_job: contextvars.ContextVar[bool] = contextvars.ContextVar("tunewise_in_job", default=False)
+
+
+def now_iso(t: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+
+
+def record_path(run_root: str | Path) -> Path:
+    return Path(run_root) / RECORD_FILE
+
+
+def read_record(run_root: str | Path) -> dict[str, Any]:
+    """run.json as a dict ({} when absent or unreadable)."""
+    import json
+
+    path = record_path(run_root)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def update_record(run_root: str | Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into run.json (a dict value is merged one level deep) and write it atomically."""
+    record = read_record(run_root)
+    for key, value in fields.items():
+        if isinstance(value, dict) and isinstance(record.get(key), dict):
+            record[key] = {**record[key], **value}
+        else:
+            record[key] = value
+    record["updated_at"] = now_iso()
+    atomic_write_json(record_path(run_root), record)
+    return record
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_hashes(run_root: str | Path) -> dict[str, str]:
+    """sha256 of each prepared split in RUN/data (what training and evaluation actually read)."""
+    data = Path(run_root) / "data"
+    return {p.name: sha256_file(p) for p in sorted(data.glob("*.jsonl")) if p.name != "rejects.jsonl"}
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "peft", "accelerate", "tunewise"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    if out["tunewise"] is None:
+        from tunewise import __version__
+
+        out["tunewise"] = __version__
+    return out
+
+
+def device_info() -> dict[str, Any]:
+    """The host's device: what training runs on, and the machine."""
+    import torch
+
+    info: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpu_count": os.cpu_count(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(device="cuda", name=props.name, gpus=torch.cuda.device_count(),
+                    memory_gb=round(props.total_memory / 2**30, 1))
+    else:
+        info.update(device="cpu", name=platform.processor() or platform.machine(), torch_threads=torch.get_num_threads())
+    return info
+
+
+def identity(config: Any, run_root: str | Path) -> dict[str, Any]:
+    """The fields that say what exactly ran: config and data hashes, seed, versions, device."""
+    return {
+        "name": config.name,
+        "method": config.method,
+        "model": config.model,
+        "seed": config.training.seed,
+        "config_sha256": hashlib.sha256(config.to_yaml().encode("utf-8")).hexdigest(),
+        "data_sha256": data_hashes(run_root),
+        "versions": versions(),
+        "device": device_info(),
+    }
+
+
+def ensure_record(config: Any, run_root: str | Path) -> dict[str, Any]:
+    """Create run.json if the run has none (status ``validating``); an existing record keeps its status."""
+    if record_path(run_root).is_file():
+        return read_record(run_root)
+    return update_record(run_root, status="validating", created_at=now_iso(), error=None, **identity(config, run_root))
+
+
+@contextmanager
+def tracked(
+    run_root: str | Path,
+    stage: str,
+    config: Any = None,
+    *,
+    status: str = "running",
+    done_status: str = "succeeded",
+) -> Iterator[None]:
+    """Mark ``stage`` in run.json: ``status`` while it runs; afterwards ``done_status`` if this is the outermost
+    tracked block (the job), ``failed`` with the error, or ``cancelled`` on Ctrl-C (KeyboardInterrupt)."""
+    is_job = not _in_job.get()
+    token = _in_job.set(True)
+    started = now_iso()
+    fields: dict[str, Any] = identity(config, run_root) if config is not None else {}
+    if is_job:
+        fields.update(started_at=started, finished_at=None, error=None, progress={})
+        fields.setdefault("created_at", read_record(run_root).get("created_at") or started)
+    update_record(run_root, status=status, stage=stage, pid=os.getpid(),
+                  stages={stage: {"status": status, "started_at": started, "finished_at": None}}, **fields)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        message = str(exc) or f"cancelled during {stage}"
+        update_record(run_root, status="cancelled", error=message, finished_at=now_iso(),
+                      stages={stage: {"status": "cancelled", "finished_at": now_iso(), "error": message}})
+        raise
+    except BaseException as exc:
+        record = read_record(run_root)
+        message = f"{stage}: {type(exc).__name__}: {exc}"
+        if record.get("status") == "failed" and record.get("error"):
+            message = record["error"]  # an inner stage already said what failed
+        update_record(run_root, status="failed", error=message, finished_at=now_iso(),
+                      stages={stage: {"status": "failed", "finished_at": now_iso(), "error": message}})
+        raise
+    else:
+        fields = {"stages": {stage: {"status": "succeeded", "finished_at": now_iso()}}}
+        if is_job:
+            fields.update(status=done_status, finished_at=now_iso() if done_status == "succeeded" else None)
+        elif done_status != "succeeded":  # e.g. prepare inside a pipeline: queued until the next stage starts
+            fields.update(status=done_status)
+        update_record(run_root, **fields)
+    finally:
+        _in_job.reset(token)
+
+
+def process_alive(record: dict[str, Any]) -> bool | None:
+    """Is the process that wrote an active record still running? False when no process has worked on it yet;
+    None when that can't be told (another host)."""
+    pid, host = record.get("pid"), (record.get("device") or {}).get("host")
+    if not pid:
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
