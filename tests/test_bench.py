@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
 
 from tests.test_export import train_tiny_run
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_bench_measures_base_and_tuned(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     from tunewise.export.bench import bench_run

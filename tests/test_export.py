@@ -7,7 +7,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -38,15 +38,6 @@ def train_tiny_run(tiny_dir: Path, root: Path, steps: int = 60, lr: float = 3e-3
         pipeline.prepare_stage(config, run)
         train_run(config, run.root)
     return config, run_dir
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """2 shared cores: one torch thread is many times faster than two spin-waiting ones (see bench docstring)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

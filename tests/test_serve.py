@@ -10,21 +10,12 @@ from typing import Any, Iterator
 import httpx
 import openai
 import pytest
-import torch
 
 from tests.conftest import reversal_rows
 from tests.test_export import train_tiny_run
 from tunewise.data.example import Example
 
 USER = "reverse: c a t"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -48,11 +48,16 @@ def _register_command_modules() -> None:
 
 
 def _quiet_libraries() -> None:
+    # torchao logs "Failed to load ..." and torch's pytree logs deprecation notes on import (harmless, FIELD-NOTES):
+    # silence them before transformers imports torchao
+    for name in ("torchao", "torch.utils._pytree", "bitsandbytes"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     import transformers
 
     transformers.logging.set_verbosity_warning()
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars; tunewise shows its own progress
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("httpx", "urllib3", "datasets", "filelock", "torchao", "bitsandbytes"):
+    for name in ("httpx", "urllib3", "datasets", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -102,10 +107,12 @@ def _print_comparison(comparison: dict[str, Any]) -> None:
         values = [f"{entry['values'][m]:.3f}" if entry["values"].get(m) is not None else "" for m in comparison["models"]]
         delta = entry.get("delta")
         ci = entry.get("ci")
-        style = "green" if delta and delta > 0 and entry.get("significant") else "red" if delta and delta < 0 and entry.get("significant") else ""
+        better = (delta or 0) * (1 if entry.get("higher_is_better", True) else -1)
+        style = ("green" if better > 0 else "red" if better < 0 else "") if entry.get("significant") else ""
+        text = f"{delta:+.3f}" if delta is not None else ""
         table.add_row(
             name, *values,
-            f"[{style}]{delta:+.3f}[/]" if delta is not None else "",
+            f"[{style}]{text}[/]" if style and text else text,
             f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "",
             f"{entry['p_value']:.4f}" if entry.get("p_value") is not None else "",
         )
@@ -143,7 +150,7 @@ def run(
     def notify(message: str) -> None:
         if "bar" in progress_state:
             progress_state.pop("bar").stop()
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, markup=False)
 
     result = guarded(lambda: run_all(cfg, notify=notify, eval_progress=eval_progress))
     if "comparison" in result:
@@ -172,18 +179,37 @@ def train(
 
 @app.command("eval")
 def eval_command(
-    target: Path = typer.Argument(..., help="A run directory (or a config file)"),
-    model: str = typer.Option("tuned", "--model", help="'tuned' (RUN/model) or 'base' (the config's model)"),
-    split: str = typer.Option("test", help="Which prepared split to evaluate on"),
+    target: Optional[Path] = typer.Argument(None, help="A run directory (or a config file); omit it to evaluate --model on --data"),
+    model: str = typer.Option(
+        "tuned", "--model",
+        help="With a run: 'tuned' (RUN/model) or 'base' (the config's model). Alone: a model folder, adapter folder, run directory or hub id",
+    ),
+    data: Optional[Path] = typer.Option(None, "--data", help="Test file (jsonl/json/csv/parquet; chat, alpaca, ... rows)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where predictions/metrics/errors go (default ./eval; RUN/eval for a run)"),
+    metrics: Optional[list[str]] = typer.Option(None, "--metrics", help="Metric names (repeat or comma-separate)"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+    max_examples: Optional[int] = typer.Option(None, "--max-examples"),
+    split: str = typer.Option("test", help="Which prepared split to evaluate on (run mode)"),
 ) -> None:
-    """Generate answers on the test split and score them (RUN/eval/)."""
+    """Generate answers and score them: on a run's test split (RUN/eval/), or any model on any test file."""
     _quiet_libraries()
+    names = [n.strip() for item in metrics or [] for n in item.split(",") if n.strip()] or None
+    if target is None or data is not None:
+        if target is not None:
+            fail("pass either a run directory (RUN --model base|tuned) or --model PATH --data FILE, not both")
+        if model in ("tuned", "base"):
+            fail("--model must name a model folder, adapter folder or run directory when no run is given")
+        _eval_standalone(model, data, out, names, max_new_tokens, max_examples)
+        return
     from tunewise.evaluate.run import evaluate_run
     from tunewise.pipeline import config_of_run
 
     if model not in ("tuned", "base"):
-        fail(f"--model must be 'tuned' or 'base', got {model!r}")
+        fail(f"with a run directory, --model must be 'tuned' or 'base', got {model!r} (to evaluate a folder: --model PATH --data FILE)")
     cfg, run_dir = guarded(lambda: config_of_run(target))
+    for field, value in (("metrics", names), ("max_new_tokens", max_new_tokens), ("max_examples", max_examples)):
+        if value:
+            guarded(lambda: setattr(cfg.eval, field, value))
     total = _count_test_examples(run_dir.root, split)
     bar, advance = _eval_progress(min(total, cfg.eval.max_examples or total), f"generating ({model})")
     with bar:
@@ -192,13 +218,31 @@ def eval_command(
         console.print(f"{name}: {value:.4f}")
 
 
+def _eval_standalone(model: str, data: Optional[Path], out: Optional[Path], names: Optional[list[str]],
+                     max_new_tokens: Optional[int], max_examples: Optional[int]) -> None:
+    from tunewise.evaluate.standalone import evaluate_model
+
+    result = guarded(lambda: evaluate_model(model, data, out, metrics=names, max_new_tokens=max_new_tokens, max_examples=max_examples))
+    console.print(f"{result['model']} on {result['n']} examples -> {result['out_dir']}")
+    for name, value in result["metrics"].items():
+        console.print(f"{name}: {value:.4f}")
+
+
 @app.command()
-def compare(target: Path = typer.Argument(..., help="A run directory with eval/predictions_*.jsonl")) -> None:
-    """Compare the models evaluated in RUN/eval with confidence intervals (RUN/eval/comparison.json)."""
+def compare(
+    targets: list[Path] = typer.Argument(..., help="A run directory, or two or more prediction files / folders of them"),
+    out: Optional[Path] = typer.Option(None, "--out", help="comparison.json path (default: beside the first predictions)"),
+) -> None:
+    """Compare evaluated models with confidence intervals (RUN/eval/comparison.json, or --out)."""
     from tunewise.pipeline import compare_stage, config_of_run
 
-    cfg, run_dir = guarded(lambda: config_of_run(target))
-    _print_comparison(guarded(lambda: compare_stage(cfg, run_dir)))
+    if len(targets) == 1 and (targets[0] / "config.yaml").is_file() and out is None:
+        cfg, run_dir = guarded(lambda: config_of_run(targets[0]))
+        _print_comparison(guarded(lambda: compare_stage(cfg, run_dir)))
+        return
+    from tunewise.evaluate.compare import compare_files
+
+    _print_comparison(guarded(lambda: compare_files(targets, out)))
 
 
 @app.command()
