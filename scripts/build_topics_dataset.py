@@ -36,11 +36,8 @@ def main() -> None:
                 order.append(text)
             topics[text].add(label)
     labels = sorted({label for found in topics.values() for label in found})
-    system = (
-        "Classify the topic of the user's message. Answer with exactly one of these topics and nothing else: "
-        + ", ".join(labels)
-        + "."
-    )
+    # short on purpose: every token of the system prompt is paid for in every training step
+    system = "Answer with one topic: " + ", ".join(labels) + "."
     OUT.parent.mkdir(parents=True, exist_ok=True)
     kept = 0
     with OUT.open("w", encoding="utf-8") as f:

@@ -11,8 +11,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-METHODS = ("full", "lora")
+METHODS = ("full", "lora", "dora", "qlora", "ia3", "prompt")
 """The methods this version trains (kept in step with :data:`tunewise.train.methods.METHODS`, which a test checks)."""
+
+REFUSED_METHODS = {
+    "prefix": (
+        "method 'prefix' (prefix tuning) is refused: with transformers 5 `generate()` ignores the learned prefix "
+        "(past_key_values are dropped when a cache is set), so the saved adapter would answer exactly like the untuned "
+        "model in generation and when served. Use method: prompt (prompt tuning: learned virtual tokens that generation "
+        "does use) or lora/dora for more capacity"
+    ),
+}
+"""Methods known but refused at validation, each with why and what to use instead."""
 
 
 class ConfigError(ValueError):
@@ -76,7 +86,35 @@ class LoraConfig(_Section):
     alpha: float = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["auto", "all-linear", "attention"] = "auto"
-    use_rslora: bool = False
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r.")
+    use_dora: bool = Field(False, description="DoRA (weight-decomposed LoRA); `method: dora` turns it on.")
+
+
+class QuantizationConfig(_Section):
+    """How the frozen base is quantized for ``method: qlora`` (bitsandbytes)."""
+
+    bits: Literal[4, 8] = Field(4, description="4 = NF4/FP4 weights (QLoRA), 8 = LLM.int8 weights.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="4-bit only: also quantize the quantization constants.")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = the training precision (bf16/fp16 on CUDA, float32 on CPU)."
+    )
+
+
+class IA3Config(_Section):
+    """(IA)^3: learned vectors that rescale activations of the target modules."""
+
+    target_modules: list[str] | Literal["auto"] = Field("auto", description="auto = key, value and MLP down projections.")
+    feedforward_modules: list[str] | Literal["auto"] = Field(
+        "auto", description="Targets scaled on their input (MLP layers); auto = the down projection. Must be among the targets."
+    )
+
+
+class PromptConfig(_Section):
+    """Prompt tuning: learned virtual tokens put before every input."""
+
+    num_virtual_tokens: int = Field(20, gt=0, le=512)
+    init_text: str | None = Field(None, description="Initialise the virtual tokens from this text's embeddings; null = random.")
 
 
 class TrainingConfig(_Section):
@@ -163,6 +201,9 @@ class Config(_Section):
     method: str = "lora"
     data: DataConfig = Field(default_factory=DataConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    quantization: QuantizationConfig | None = Field(None, description="method qlora only; null = its defaults (4-bit NF4, double quant).")
+    ia3: IA3Config = Field(default_factory=IA3Config)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
@@ -170,9 +211,19 @@ class Config(_Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
+        if value in REFUSED_METHODS:
+            raise ValueError(REFUSED_METHODS[value])
         if value not in METHODS:
             raise ValueError(f"unknown method {value!r}; allowed: {', '.join(METHODS)}")
         return value
+
+    @model_validator(mode="after")
+    def _method_sections(self) -> "Config":
+        if self.method == "qlora" and self.quantization is None:
+            self.quantization = QuantizationConfig()
+        elif self.method != "qlora" and self.quantization is not None:
+            raise ValueError(f"quantization is used by method qlora only (method is {self.method!r}); set method: qlora or remove it")
+        return self
 
     @field_validator("name")
     @classmethod

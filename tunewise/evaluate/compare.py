@@ -12,6 +12,8 @@ from tunewise.evaluate.significance import paired_bootstrap, paired_bootstrap_st
 from tunewise.rundir import RunDir, atomic_write_json, read_jsonl
 
 MAIN_METRIC_ORDER = ("accuracy", "exact_match", "token_f1", "rougeL", "chrf", "bleu")
+# Headline numbers without per-example scores, mapped to higher_is_better (perplexity: lower is better).
+CORPUS_ONLY_METRICS = {"perplexity": False}
 
 
 def _order(models: list[str]) -> list[str]:
@@ -66,6 +68,11 @@ def compare_predictions(
         if entry["deltas"]:
             entry.update(list(entry["deltas"].values())[-1])
         out[name] = entry
+    for name, higher in CORPUS_ONLY_METRICS.items():  # no per-example scores: values and delta, no interval
+        if all(metrics[m].get(name) is not None for m in models):
+            deltas = {m: {"delta": metrics[m][name] - metrics[baseline][name]} for m in models if m != baseline}
+            out[name] = {"values": {m: metrics[m][name] for m in models}, "higher_is_better": higher, "deltas": deltas,
+                         **(list(deltas.values())[-1] if deltas else {})}
     main = next((m for m in MAIN_METRIC_ORDER if m in out), names[0] if names else None)
     return {"models": models, "baseline": baseline, "n": n, "main_metric": main, "metrics": out,
             "bootstrap": {"n_resamples": n_resamples, "seed": seed, "confidence": 0.95}}
@@ -88,4 +95,50 @@ def compare_run(run_dir: str | Path, models: Sequence[str] | None = None, *, see
     split = json.loads((run.eval / f"metrics_{chosen[0]}.json").read_text(encoding="utf-8")).get("split", "test")
     result["split"] = split
     atomic_write_json(run.eval / "comparison.json", result)
+    return result
+
+
+def _prediction_files(target: str | Path) -> dict[str, Path]:
+    """predictions_*.jsonl files named by ``target``: one file, a folder of them, or a run directory (its eval/)."""
+    path = Path(target)
+    if path.is_file():
+        return {path.stem.removeprefix("predictions_"): path}
+    folder = path / "eval" if (path / "config.yaml").is_file() else path
+    found = {p.stem.removeprefix("predictions_"): p for p in sorted(folder.glob("predictions_*.jsonl"))}
+    if not found:
+        raise FileNotFoundError(f"no predictions_*.jsonl in {folder}; evaluate a model first (`tunewise eval`)")
+    return found
+
+
+def _headline(pred_file: Path, records: list[dict[str, Any]], names: list[str]) -> dict[str, float]:
+    """The metrics_<model>.json beside ``pred_file`` when present, else the scores recomputed from ``records``."""
+    from tunewise.evaluate.metrics import compute_metrics
+
+    metrics_file = pred_file.with_name(pred_file.name.replace("predictions_", "metrics_", 1).replace(".jsonl", ".json"))
+    if metrics_file.is_file():
+        return json.loads(metrics_file.read_text(encoding="utf-8"))["metrics"]
+    preds, refs = [r["prediction"] for r in records], [r["reference"] for r in records]
+    return compute_metrics(preds, refs, [n for n in names if n != "json_schema"])
+
+
+def compare_files(targets: Sequence[str | Path], out: str | Path | None = None, *, seed: int = 0) -> dict[str, Any]:
+    """Compare the predictions in ``targets`` (files, folders or run directories; the first model found is the
+    baseline) on the metrics they all scored. Writes ``out`` (default: comparison.json beside the first file)."""
+    files: dict[str, Path] = {}
+    for target in targets:
+        for name, path in _prediction_files(target).items():
+            key = name if name not in files else f"{path.parent.name}/{name}"
+            files[key] = path
+    if len(files) < 2:
+        raise FileNotFoundError(f"need predictions of at least two models, found {list(files)} in {[str(t) for t in targets]}")
+    predictions = {m: read_jsonl(p) for m, p in files.items()}
+    common = [n for n in next(iter(predictions.values()))[0]["scores"] if all(n in recs[0]["scores"] for recs in predictions.values() if recs)]
+    if not common:
+        raise ValueError("the prediction files share no scored metric; evaluate them with the same --metrics")
+    predictions = {m: [{**r, "scores": {n: r["scores"][n] for n in common}} for r in recs] for m, recs in predictions.items()}
+    metrics = {m: _headline(files[m], predictions[m], common) for m in files}
+    models = list(files)
+    result = compare_predictions(predictions, metrics, baseline=models[0], seed=seed)
+    result["files"] = {m: str(p) for m, p in files.items()}
+    atomic_write_json(Path(out) if out else files[models[0]].parent / "comparison.json", result)
     return result

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 
 from tunewise.train.tokenize import render_prompt
+from tunewise.train.methods import virtual_token_count
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
@@ -19,6 +20,35 @@ def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
     elif isinstance(eos, (list, tuple)):
         ids.update(eos)
     return sorted(ids)
+
+
+def batches(order: list[int], lengths: list[int], batch_size: int, *, same_length: bool) -> list[list[int]]:
+    """Consecutive slices of ``order`` of at most ``batch_size``; with ``same_length`` a batch never mixes lengths.
+
+    Prompt tuning needs ``same_length``: PEFT puts the virtual tokens before the left padding and positions are then
+    counted through the padding, so a padded prompt got other answers than the same prompt alone (measured with peft
+    0.21.2). Unpadded batches give the answers of batch size 1, which is what ``PeftModel.generate`` gives users.
+    """
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and len(groups[-1]) < batch_size and (not same_length or lengths[groups[-1][0]] == lengths[i]):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def batch_dependent(model: Any) -> bool:
+    """True for a bitsandbytes LLM.int8 model with outlier decomposition: its outlier columns are chosen over the whole
+    batch, so an answer depended on which prompts shared its batch (measured: greedy answers differed from batch size 1).
+    Such models are evaluated one prompt at a time, so the answers are the ones a user gets from ``generate``."""
+    if not getattr(model, "is_loaded_in_8bit", False):
+        return False
+    quantization = getattr(getattr(model, "config", None), "quantization_config", None)
+    threshold = getattr(quantization, "llm_int8_threshold", None)
+    if threshold is None and isinstance(quantization, dict):
+        threshold = quantization.get("llm_int8_threshold")
+    return threshold is None or threshold > 0
 
 
 @torch.inference_mode()
@@ -45,8 +75,9 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     stops = stop_token_ids(tokenizer, model)
     results: list[dict[str, Any] | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    if batch_dependent(model):
+        batch_size = 1
+    for idx in batches(order, [len(e) for e in encoded], batch_size, same_length=virtual_token_count(model) > 0):
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
         output = model.generate(
             **batch,

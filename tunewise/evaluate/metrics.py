@@ -364,6 +364,45 @@ def classification_report(
     }
 
 
+# --------------------------------------------------------------------------- lenient labels
+
+
+def detect_labels(refs: Sequence[str], *, max_labels: int = 50, max_words: int = 4, max_chars: int = 40) -> list[str] | None:
+    """The label set when ``refs`` look like class labels (few distinct short strings), else None.
+
+    Labels: at least 2 and at most ``max_labels`` distinct stripped references, at most half as many as
+    there are references (each label recurs), each at most ``max_words`` words and ``max_chars`` characters.
+    """
+    distinct = sorted({r.strip() for r in refs})
+    if not 2 <= len(distinct) <= min(max_labels, max(2, len(refs) // 2)):
+        return None
+    if any(not d or len(d) > max_chars or len(d.split()) > max_words for d in distinct):
+        return None
+    return distinct
+
+
+def first_label(text: str, labels: Sequence[str]) -> str | None:
+    """The known label that occurs first in ``text`` (case-insensitive, whole words); the longest wins a tie."""
+    best: tuple[int, int, str] | None = None
+    lowered = text.lower()
+    for label in labels:
+        match = re.search(rf"(?<!\w){re.escape(label.strip().lower())}(?!\w)", lowered)
+        if match and (best is None or (match.start(), -len(label)) < best[:2]):
+            best = (match.start(), -len(label), label)
+    return best[2] if best else None
+
+
+def label_found_scores(preds: Sequence[str], refs: Sequence[str], *, labels: Sequence[str] | None = None) -> list[float]:
+    """Lenient label accuracy: 1.0 where the first known label found in the prediction is the reference.
+
+    Gives verbose models ("This message is about billing.") a fair score on a classification task.
+    ``labels`` default to the distinct references.
+    """
+    _check_pairs(preds, refs)
+    labels = list(labels) if labels is not None else sorted({r.strip() for r in refs})
+    return [float((first_label(p, labels) or "").lower() == r.strip().lower()) for p, r in zip(preds, refs)]
+
+
 # --------------------------------------------------------------------------- structured output
 
 _FENCED = re.compile(r"^```[ \t]*(?:json)?[ \t]*\n(.*?)\n?[ \t]*```$", re.DOTALL | re.IGNORECASE)
@@ -501,6 +540,7 @@ METRICS: dict[str, Metric] = {
         Metric("bleu", True, bleu_scores, corpus_fn=bleu, stats_fn=bleu_stats, scale=100.0),
         Metric("chrf", True, chrf_scores, corpus_fn=chrf, stats_fn=chrf_stats, scale=100.0),
         *(_rouge_metric(t) for t in ROUGE_TYPES),
+        Metric("label_found", True, label_found_scores),
         Metric("json_valid", True, json_valid_scores, needs_refs=False),
         Metric("json_schema", True, _json_schema_example, needs_refs=False),
     )

@@ -47,6 +47,12 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
+def _delta_class(entry: dict[str, Any]) -> str:
+    """"good"/"bad" for a significant improvement/regression (lower is better for e.g. perplexity)."""
+    better = (entry.get("delta") or 0) * (1 if entry.get("higher_is_better", True) else -1)
+    return ("good" if better > 0 else "bad" if better < 0 else "") if entry.get("significant") else ""
+
+
 def _comparison_rows(comparison: dict[str, Any]) -> dict[str, Any]:
     models = comparison["models"]
     rows = []
@@ -59,7 +65,7 @@ def _comparison_rows(comparison: dict[str, Any]) -> dict[str, Any]:
                 "metric": metric,
                 "cells": [_fmt(entry["values"].get(m)) for m in models],
                 "delta": ("+" if (delta or 0) > 0 else "") + _fmt(delta) if delta is not None else "",
-                "delta_class": "good" if (delta or 0) > 0 and entry.get("significant") else "bad" if (delta or 0) < 0 and entry.get("significant") else "",
+                "delta_class": _delta_class(entry),
                 "ci": f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "",
                 "p": _fmt(entry.get("p_value"), 4) if entry.get("p_value") is not None else "",
                 "wtl": " / ".join(str(wtl[k]) for k in ("win", "tie", "loss")) if wtl else "",
@@ -81,6 +87,37 @@ def _monitor_view(run: RunDir) -> dict[str, Any] | None:
         "best_step": summary.get("best_step"),
         "warnings": [w.get("message") for w in summary.get("warnings") or []],
         "stopped": (summary.get("stopped") or {}).get("message"),
+    }
+
+
+def _perfect(metric: str) -> float:
+    from tunewise.evaluate.metrics import get_metric
+
+    return get_metric(metric).scale - 1e-9
+
+
+def _errors_view(run: RunDir, models: list[str], worst_n: int) -> dict[str, Any] | None:
+    """The error analysis of the tuned model (else the last model evaluated): counts by kind, worst examples."""
+    found = {p.stem.removeprefix("errors_"): p for p in run.eval.glob("errors_*.json")} if run.eval.is_dir() else {}
+    if not found:
+        return None
+    model = "tuned" if "tuned" in found else next((m for m in reversed(models) if m in found), sorted(found)[-1])
+    errors = _load_json(found[model]) or {}
+    metric = errors.get("main_metric")
+    per_class = (errors.get("classification") or {}).get("per_class") or {}
+    return {
+        "model": model,
+        "n": errors.get("n"),
+        "errors": errors.get("errors"),
+        "metric": metric,
+        "kinds": [(k.replace("_", " "), v) for k, v in (errors.get("counts_by_kind") or {}).items()],
+        "worst": [ex for ex in (errors.get("worst") or {}).get(metric, []) if ex["score"] < _perfect(metric)][:worst_n] if metric else [],
+        "classes": [(label, _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["f1"]), c["support"]) for label, c in per_class.items()],
+        "lengths": [
+            (f"{b['min_length']}-{b['max_length']}", b["n"], _fmt(b["metrics"].get(metric)))
+            for b in (errors.get("by_input_length") or {}).get("buckets", [])
+        ],
+        "length_unit": (errors.get("by_input_length") or {}).get("unit", ""),
     }
 
 
@@ -159,6 +196,7 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
         example_models=example_models,
         config=config_text,
         monitor=_monitor_view(run),
+        errors=_errors_view(run, (comparison or {}).get("models", []), examples or 10),
     )
     atomic_write_text(run.report, html)
     return run.report

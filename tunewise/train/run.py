@@ -11,14 +11,14 @@ import torch
 
 from tunewise.config import Config
 from tunewise.data.example import Example
-from tunewise.models import load_model, load_tokenizer
+from tunewise.models import load_tokenizer
 from tunewise.models.device import resolve_precision
 from tunewise.monitor.memory import memory_snapshot
 from tunewise.monitor.record import tracked
 from tunewise.monitor.session import MonitorSession
 from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, read_jsonl
 from tunewise.train.collate import PadCollator
-from tunewise.train.methods import count_parameters, get_method
+from tunewise.train.methods import count_parameters, get_method, load_base
 from tunewise.train.tokenize import Encoded, encode_examples
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,18 @@ def to_dataset(encoded: list[Encoded]) -> Any:
     from datasets import Dataset
 
     return Dataset.from_dict({"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]})
+
+
+def _checkpointing_arg() -> str:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+_CHECKPOINTING_ARG = _checkpointing_arg()
 
 
 def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, precision: Any) -> Any:
@@ -55,7 +67,8 @@ def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, prec
         bf16=precision.bf16,
         fp16=precision.fp16,
         use_cpu=precision.device == "cpu",
-        gradient_checkpointing=t.gradient_checkpointing,
+        # transformers 5.x renamed gradient_checkpointing to activation_checkpointing (the old name warns)
+        **{_CHECKPOINTING_ARG: t.gradient_checkpointing},
         optim=t.optimizer,
         logging_steps=t.logging_steps,
         logging_first_step=True,
@@ -121,7 +134,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     # LoRA-style methods keep the frozen base in the half-precision dtype on GPU; full fine-tuning keeps fp32 master
     # weights and trains under autocast.
     dtype = precision.dtype if method.saves_adapter else torch.float32
-    model = load_model(config.model, dtype=dtype, device=precision.device, trust_remote_code=config.trust_remote_code)
+    model = load_base(config, dtype=dtype, device=precision.device)
     model.config.use_cache = False
     model = method.prepare(model, config)
     trainable, total = count_parameters(model)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from tunewise.monitor.memory import memory_snapshot
+from tunewise.train.methods import virtual_token_count
 from tunewise.train.tokenize import IGNORE_INDEX
 
 
@@ -36,10 +37,13 @@ def sparse_causal_lm_loss(
     labels = inputs["labels"]
     mask, targets = next_token_targets(labels)
     forward = {k: v for k, v in inputs.items() if k != "labels"}
-    outputs = model(**forward, logits_to_keep=mask, use_cache=False)
+    # prompt tuning puts virtual tokens before the input: the mask must cover them too (never kept)
+    virtual = virtual_token_count(model)
+    keep = F.pad(mask, (virtual, 0), value=False) if virtual else mask
+    outputs = model(**forward, logits_to_keep=keep, use_cache=False)
     logits = outputs.logits
     if logits.dim() != 2:  # a model that ignores a boolean logits_to_keep: fall back to all positions
-        logits = logits[mask]
+        logits = logits[:, logits.shape[1] - mask.shape[1] :][mask]
     loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
     n = int(targets.numel())
     denominator = num_items_in_batch if num_items_in_batch is not None else max(n, 1)
