@@ -2,7 +2,7 @@
 
 Task: "which topic is this message from?" The first utterance of each conversation is the input, the name of its
 corpus file (its topic) is the answer. Identical utterances are kept once; an utterance found under two topics is
-dropped as ambiguous. The label list goes in the system prompt so an untuned model knows the allowed answers.
+dropped as ambiguous.
 
 Run: pip install --no-deps chatterbot-corpus==1.3.3 && python scripts/build_topics_dataset.py
 """
@@ -36,8 +36,10 @@ def main() -> None:
                 order.append(text)
             topics[text].add(label)
     labels = sorted({label for found in topics.values() for label in found})
-    # short on purpose: every token of the system prompt is paid for in every training step
-    system = "Answer with one topic: " + ", ".join(labels) + "."
+    # Short on purpose: every token of the system prompt is paid for in every training and evaluation step, and a list
+    # of the 21 labels (~45 tokens) doubled the quickstart's time. The untuned model answers verbosely even with the
+    # list (exact match 0%), so the report's `label_found` metric is the fairer number for it.
+    system = "Classify the topic of the message."
     OUT.parent.mkdir(parents=True, exist_ok=True)
     kept = 0
     with OUT.open("w", encoding="utf-8") as f:
