@@ -88,6 +88,10 @@ def run_all(config: Config, *, notify: Notify = log.info, eval_progress: Any = N
 
     with tracked(run.root, "pipeline", config):  # monitor: the whole pipeline is the job in run.json
         _run_stages(config, run, result, stage, eval_progress)
+    # the report was rendered while the job was still "running": render the page again with its final status
+    from tunewise.report.html import build_report
+
+    build_report(run.root, examples=config.eval.examples_in_report)
     result["timings_s"] = timings
     atomic_write_json(run.root / "pipeline.json", {k: v for k, v in result.items() if k in ("timings_s", "report")})
     return result
