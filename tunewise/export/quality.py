@@ -6,8 +6,6 @@ import time
 from typing import Any, Sequence
 
 from tunewise.data.example import Example
-from tunewise.evaluate.generate import generate
-from tunewise.evaluate.metrics import compute_metrics
 from tunewise.evaluate.perplexity import perplexity
 
 
@@ -20,17 +18,22 @@ def measure_quality(
     max_new_tokens: int = 64,
     batch_size: int = 16,
 ) -> dict[str, Any]:
-    """``{"n", "metrics": {name: score}, "perplexity", "seconds"}`` for ``model`` on ``examples``."""
+    """``{"n", "metrics": {name: score}, "perplexity", "seconds"}`` for ``model`` on ``examples``, scored exactly as
+    the eval stage scores (:func:`tunewise.evaluate.run.evaluate_examples`)."""
+    from tunewise.evaluate.run import evaluate_examples
+
     started = time.time()
-    outputs = generate(model, tokenizer, [e.prompt_messages for e in examples], max_new_tokens=max_new_tokens,
-                       batch_size=batch_size)
-    scores = compute_metrics([o["text"] for o in outputs], [e.reference or "" for e in examples], list(metrics))
+    records, result = evaluate_examples(
+        model, tokenizer, examples, metrics, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    scores = dict(result["metrics"])
+    ppl = scores.pop("perplexity", None)
     return {
         "n": len(examples),
         "metrics": scores,
-        "perplexity": perplexity(model, tokenizer, examples, batch_size),
+        "perplexity": ppl if ppl is not None else perplexity(model, tokenizer, examples, batch_size),
         "seconds": round(time.time() - started, 2),
-        "predictions": [o["text"] for o in outputs],
+        "predictions": [r["prediction"] for r in records],
     }
 
 
