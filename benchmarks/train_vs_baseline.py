@@ -89,8 +89,10 @@ def run_plain(model_name: str, rows: list[dict], val: list[dict], args: argparse
 
 
 def run_tunewise(model_name: str, rows: list[dict], val: list[dict], args: argparse.Namespace) -> dict:
+    import torch
+
     from tunewise.config import config_from_dict
-    from tunewise.models import load_tokenizer
+    from tunewise.evaluate.run import load_for_eval
     from tunewise.pipeline import init_run
     from tunewise.rundir import atomic_write_jsonl
     from tunewise.train.run import train_run
@@ -107,10 +109,7 @@ def run_tunewise(model_name: str, rows: list[dict], val: list[dict], args: argpa
     atomic_write_jsonl(run.data / "train.jsonl", rows)
     summary = train_run(config, run.root)
     wall = summary["train_time_s"]  # trainer.train() only, as for the plain recipe (no model loading)
-    tokenizer = load_tokenizer(model_name)
-    from tunewise.evaluate.run import load_for_eval
-
-    model, _ = load_for_eval(config, "tuned", run, device="cpu", dtype=__import__("torch").float32)
+    model, tokenizer = load_for_eval(config, "tuned", run, device="cpu", dtype=torch.float32)
     texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
     tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     return {"wall_s": wall, "train_s": summary["train_time_s"], "tokens": tokens, "eval_answer_loss": answer_loss(model, tokenizer, val)}
