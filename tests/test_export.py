@@ -15,14 +15,14 @@ import torch
 from tests.conftest import reversal_rows
 from tunewise.data.example import Example
 
-def train_tiny_run(tiny_dir: Path, root: Path, steps: int = 60, lr: float = 3e-3) -> tuple[Any, Path]:
-    """A LoRA run on the toy reversal task, trained once per test session (cached under ``root``)."""
+def train_tiny_run(tiny_dir: Path, root: Path, steps: int = 60, lr: float = 3e-3, method: str = "lora") -> tuple[Any, Path]:
+    """A LoRA (or ``method``) run on the toy reversal task, trained once per test session (cached under ``root``)."""
     from tunewise import pipeline
     from tunewise.config import config_from_dict
 
     data = root / "reverse.jsonl"
     config = config_from_dict({
-        "name": "reverse-lora", "output_dir": str(root / "runs"), "model": str(tiny_dir),
+        "name": f"reverse-{method}", "output_dir": str(root / "runs"), "model": str(tiny_dir), "method": method,
         "data": {"path": str(data)},
         "training": {"max_steps": steps, "learning_rate": lr, "logging_steps": 20, "save_steps": 1000,
                      "per_device_train_batch_size": 8},
@@ -33,7 +33,8 @@ def train_tiny_run(tiny_dir: Path, root: Path, steps: int = 60, lr: float = 3e-3
         from tunewise.train.run import train_run
 
         root.mkdir(parents=True, exist_ok=True)
-        data.write_text("".join(json.dumps(r) + "\n" for r in reversal_rows(400, seed=11)), encoding="utf-8")
+        if not data.is_file():
+            data.write_text("".join(json.dumps(r) + "\n" for r in reversal_rows(400, seed=11)), encoding="utf-8")
         run = pipeline.init_run(config)
         pipeline.prepare_stage(config, run)
         train_run(config, run.root)
@@ -91,6 +92,24 @@ def test_merge_is_verified_and_loads_as_a_plain_model(lora_run: tuple[Any, Path]
     name = next(n for n, _ in merged_model.named_parameters() if n.endswith("q_proj.weight"))
     delta = (dict(merged_model.named_parameters())[name] - dict(base.named_parameters())[name]).abs().max().item()
     assert delta > 1e-4
+
+
+@pytest.mark.parametrize("method,peft_type", [("dora", "LORA"), ("ia3", "IA3")])
+def test_dora_and_ia3_merge_into_the_same_model(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+                                               method: str, peft_type: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.export.merge import merge_run
+
+    config, run_dir = train_tiny_run(tiny_dir, tmp_path_factory.getbasetemp() / "ship-run", steps=20, lr=1e-2,
+                                     method=method)
+    report = merge_run(config, run_dir, sample=8)
+    assert report["verified"] and report["peft_type"] == peft_type
+    assert report["max_abs_logit_diff"] < 1e-3 and report["greedy_identical"] == report["greedy_compared"] == 8
+    merged_model = AutoModelForCausalLM.from_pretrained(str(run_dir / "export" / "merged"), use_safetensors=True)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_dir))
+    changed = [n for n, p in merged_model.named_parameters() if not torch.equal(p, dict(base.named_parameters())[n])]
+    assert changed, "the merge folded nothing into the base"
 
 
 def test_merge_that_changes_answers_is_refused(lora_run: tuple[Any, Path], tmp_path: Path,

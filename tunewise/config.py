@@ -139,7 +139,45 @@ class TrainingConfig(_Section):
     save_total_limit: int | None = Field(2, gt=0)
     loss_on: Literal["answers", "all", "last_turn"] = "answers"
     group_by_length: bool = True
+    packing: bool = Field(
+        True,
+        description="Padding-free batches: a batch's examples end to end with restarting position ids, no attention "
+        "across examples, the same loss as padded batches (prompt tuning always pads).",
+    )
+    packing_row_tokens: int | None = Field(None, gt=0, description="Longest packed row in tokens; null = data.max_tokens.")
+    share_prefix: bool = Field(
+        True, description="With packing: tokens that open every example of a batch (system prompt, template header) "
+        "are computed once per row; the loss is unchanged."
+    )
+    metric_for_best_model: str = Field(
+        "eval_loss",
+        description="What 'best' means for early stopping and the final model: eval_loss (lower is better) or a metric "
+        "of eval.metrics computed by generating answers for validation examples at each evaluation (higher is better).",
+    )
+    load_best_model_at_end: bool = Field(
+        True, description="The final model is the best evaluated one (needs validation data); false = the last step."
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many evaluations without improvement of metric_for_best_model; null = never."
+    )
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+    eval_generation_examples: int = Field(
+        64, gt=0, description="Validation examples generated at each evaluation when metric_for_best_model is not eval_loss."
+    )
+    deepspeed: str | None = Field(None, description="A DeepSpeed config file (ZeRO), passed to the Trainer (GPU).")
+    fsdp: str | None = Field(None, description="FSDP options for the Trainer, e.g. 'full_shard auto_wrap' (GPU).")
+    fsdp_config: dict[str, Any] | None = Field(None, description="FSDP config passed to the Trainer.")
     seed: int = 42
+
+    @field_validator("metric_for_best_model")
+    @classmethod
+    def _known_best_metric(cls, value: str) -> str:
+        from tunewise.evaluate.metrics import METRICS
+
+        name = value.removeprefix("eval_")
+        if value != "eval_loss" and name not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; allowed: eval_loss, {', '.join(METRICS)}")
+        return value
 
 
 class EvalConfig(_Section):

@@ -79,3 +79,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with Path(path).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun / accelerate (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """Only the main process writes the run's shared files (run.json, the model, the report)."""
+    return process_rank() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -56,7 +57,10 @@ def _quiet_libraries() -> None:
 
     transformers.logging.set_verbosity_warning()
     transformers.logging.disable_progress_bar()  # "Loading weights" bars; tunewise shows its own progress
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from tunewise.rundir import is_main_process
+
+    # torchrun workers other than rank 0 only say what went wrong
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
     for name in ("httpx", "urllib3", "datasets", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -162,6 +166,7 @@ def run(
 def train(
     target: Path = typer.Argument(..., help="A run directory (or a config file)"),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in RUN/checkpoints"),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train in N processes (torchrun; gloo on CPU, one GPU each on CUDA)"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Train on RUN/data and save RUN/model."""
@@ -170,7 +175,20 @@ def train(
     from tunewise.train.run import train_run
 
     cfg, run_dir = guarded(lambda: config_of_run(target, overrides or []))
-    summary = guarded(lambda: train_run(cfg, run_dir.root, resume=resume))
+    if nproc > 1:
+        from tunewise.train.distributed import DistributedTrainingFailed, launch
+
+        try:
+            launch(run_dir.root, nproc, resume=resume, overrides=overrides or [])
+        except DistributedTrainingFailed as exc:
+            fail(str(exc), code=1)
+        summary = json.loads((run_dir.root / "train_summary.json").read_text(encoding="utf-8"))
+    else:
+        summary = guarded(lambda: train_run(cfg, run_dir.root, resume=resume))
+    from tunewise.rundir import is_main_process
+
+    if not is_main_process():  # a torchrun worker: rank 0 speaks for the run
+        return
     console.print(
         f"trained {summary['steps']} steps in {summary['train_time_s']:.1f} s; final train loss "
         f"{summary['final_train_loss']:.4f}; model saved to {run_dir.model}"

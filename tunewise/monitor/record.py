@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from tunewise.rundir import atomic_write_json
+from tunewise.rundir import atomic_write_json, is_main_process
 
 STATUSES = ("validating", "queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("validating", "queued", "running")
@@ -53,8 +53,11 @@ def read_record(run_root: str | Path) -> dict[str, Any]:
 
 
 def update_record(run_root: str | Path, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into run.json (a dict value is merged one level deep) and write it atomically."""
+    """Merge ``fields`` into run.json (a dict value is merged one level deep) and write it atomically.
+    Under torchrun only rank 0 writes."""
     record = read_record(run_root)
+    if not is_main_process():
+        return record
     for key, value in fields.items():
         if isinstance(value, dict) and isinstance(record.get(key), dict):
             record[key] = {**record[key], **value}

@@ -28,7 +28,7 @@ from tunewise.monitor.live import LiveView, resolve_mode
 from tunewise.monitor.metrics import MetricsWriter, number
 from tunewise.monitor.record import now_iso, read_record, update_record
 from tunewise.monitor.summary import summarize_file
-from tunewise.rundir import RunDir, atomic_write_json
+from tunewise.rundir import RunDir, atomic_write_json, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,8 @@ class MonitorSession:
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing %s failed: %s", type(sink).__name__, exc)
         self.progress.flush()
+        if not is_main_process():  # under torchrun, rank 0 writes and prints for everyone
+            return
         try:
             self.summary = {"status": self.status, **summarize_file(self.run.metrics)}
             atomic_write_json(self.run.summary, self.summary)

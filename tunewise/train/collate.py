@@ -1,12 +1,25 @@
-"""Batching for training: pad to the longest in the batch, labels masked by position (never by pad id)."""
+"""Batching for training.
+
+* :class:`PadCollator` right-pads a batch to its longest row; labels are masked by position (never by pad id).
+* :class:`PackCollator` is the padding-free path (the default): a batch's examples are laid end to end in as few rows
+  as fit, position ids restart at 0 for each example and no attention mask is passed. transformers (>= 5) turns
+  restarting position ids into a block-diagonal causal mask (``masking_utils.find_packed_sequence_indices``; only
+  without a KV cache, i.e. ``use_cache=False``), so no token attends across an example boundary, and the loss equals
+  unpacked training on the same batch (tests/test_packing.py). A prefix shared by every example of the batch (the
+  system prompt) is computed once per row. :func:`packing_works` checks all this on the real model before a run
+  relies on it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from tunewise.train.tokenize import IGNORE_INDEX
+
+# inputs that describe the batch for tunewise's own bookkeeping; never passed to the model
+BOOKKEEPING_KEYS = ("num_input_tokens",)
 
 
 class PadCollator:
@@ -35,3 +48,156 @@ class PadCollator:
             labels[i, :k] = torch.as_tensor(f["labels"], dtype=torch.long)
             attention_mask[i, :k] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into rows of at most ``max(row_tokens, longest)`` tokens (first-fit decreasing)."""
+    capacity = max(row_tokens, max(lengths))
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: (-lengths[j], j)):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - lengths[i])
+    return [sorted(row) for row in rows]
+
+
+def shared_prefix_length(features: Sequence[dict[str, Any]]) -> int:
+    """Tokens at the start of every example that are identical and predict no trained token.
+
+    Position ``i`` predicts token ``i + 1``, so a prefix of ``P`` tokens may be computed once only if no example
+    trains tokens ``1..P``: its first trained token must come after the prefix."""
+    if len(features) < 2:
+        return 0
+    ids = [f["input_ids"] for f in features]
+    limit = min(len(x) for x in ids) - 1  # every example keeps at least one token of its own
+    for f in features:
+        first_trained = next((i for i, y in enumerate(f["labels"]) if y != IGNORE_INDEX), len(f["labels"]))
+        limit = min(limit, first_trained - 1)
+    head = ids[0]
+    for other in ids[1:]:
+        n = 0
+        while n < limit and head[n] == other[n]:
+            n += 1
+        limit = n
+    return max(limit, 0)
+
+
+class PackCollator:
+    """Padding-free batches (module docstring). ``row_tokens`` bounds a row's length so attention, which runs over a
+    whole row, never costs more than padding to ``row_tokens`` would.
+
+    With ``share_prefix`` (the default), tokens that open every example of the batch (a system prompt, the template's
+    header) are computed once per row: each row is ``prefix + rest_1 + rest_2 + ...``, every ``rest_k`` continues
+    the prefix's position ids and attends to the prefix and to itself only (a 4-D mask). The prefix predicts no
+    trained token (:func:`shared_prefix_length`), so the loss and its gradients are those of the unshared batch.
+    """
+
+    def __init__(self, pad_token_id: int, row_tokens: int, *, share_prefix: bool = True, min_shared: int = 4) -> None:
+        self.pad_token_id = pad_token_id
+        self.row_tokens = row_tokens
+        self.share_prefix = share_prefix
+        self.min_shared = min_shared
+
+    def plan(self, features: Sequence[dict[str, Any]]) -> tuple[int, list[list[int]]]:
+        """(shared prefix length, example indices per row)."""
+        shared = shared_prefix_length(features) if self.share_prefix else 0
+        if shared < self.min_shared:
+            shared = 0
+        rests = [len(f["input_ids"]) - shared for f in features]
+        return shared, pack_rows(rests, max(self.row_tokens - shared, 1))
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        shared, rows = self.plan(features)
+        lengths = [len(f["input_ids"]) for f in features]
+        width = max(shared + sum(lengths[i] - shared for i in row) for row in rows)
+        n = len(rows)
+        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+        position_ids = torch.zeros((n, width), dtype=torch.long)
+        segments = torch.full((n, width), -1, dtype=torch.long)  # 0 = shared prefix, k = k-th example, -1 = padding
+        for r, row in enumerate(rows):
+            if shared:
+                input_ids[r, :shared] = torch.as_tensor(features[row[0]]["input_ids"][:shared], dtype=torch.long)
+                position_ids[r, :shared] = torch.arange(shared)
+                segments[r, :shared] = 0
+            at = shared
+            for k, i in enumerate(row, start=1):
+                rest = lengths[i] - shared
+                input_ids[r, at : at + rest] = torch.as_tensor(features[i]["input_ids"][shared:], dtype=torch.long)
+                labels[r, at : at + rest] = torch.as_tensor(features[i]["labels"][shared:], dtype=torch.long)
+                # the token opening an example (or its rest) is never predicted from inside the example; without
+                # this the previous example's last position would be trained to predict it (loss_on: all)
+                labels[r, at] = IGNORE_INDEX
+                position_ids[r, at : at + rest] = torch.arange(shared, lengths[i])
+                segments[r, at : at + rest] = k
+                at += rest
+            # the tail padding of a shorter row is one more "example" (positions from 0): it attends only to itself
+            position_ids[r, at:] = torch.arange(width - at)
+        batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels,
+                 "num_input_tokens": torch.tensor(sum(lengths))}
+        if shared:
+            batch["attention_mask"] = shared_prefix_mask(segments)
+        return batch
+
+
+def shared_prefix_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Boolean (rows, 1, L, L) mask, True = may attend: causal, within a segment, and from every example to the
+    shared prefix (segment 0). Padding (-1) attends causally to padding only, so no row of the mask is empty."""
+    n, width = segments.shape
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    query, key = segments[:, :, None], segments[:, None, :]
+    allowed = causal & ((query == key) | ((key == 0) & (query > 0)))
+    return allowed[:, None]
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean 4-D mask as the additive float mask every attention backend (eager, sdpa) accepts."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch without labels and bookkeeping, a 4-D boolean mask turned additive in the model's dtype."""
+    inputs = {k: v for k, v in batch.items() if k != "labels" and k not in BOOKKEEPING_KEYS}
+    mask = inputs.get("attention_mask")
+    if mask is not None and mask.dim() == 4 and mask.dtype == torch.bool:
+        inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+        inputs["attention_mask"] = additive_mask(mask, inner.get_input_embeddings().weight.dtype)
+    return inputs
+
+
+@torch.no_grad()
+def packing_works(model: Any, collator: PackCollator, features: Sequence[dict[str, Any]], atol: float | None = None) -> bool:
+    """True when ``model`` gives each example the same logits inside ``collator``'s packed batch as alone.
+
+    A model whose attention ignores restarting position ids or 4-D masks (custom code, some attention backends)
+    would let examples attend to each other; training then falls back to padding."""
+    features = [f for f in features if len(f["input_ids"]) > 1]
+    if len(features) < 2:
+        return True
+    was_training = model.training
+    model.eval()
+    try:
+        parameter = model.get_input_embeddings().weight
+        if atol is None:  # float32 agrees to ~1e-5; half precision kernels differ more between shapes
+            atol = 1e-3 if parameter.dtype == torch.float32 else 1e-1
+        batch = {k: v.to(parameter.device) for k, v in collator(list(features)).items()}
+        packed = model(**model_inputs(model, batch), use_cache=False).logits.float()
+        shared, rows = collator.plan(features)
+        for r, row in enumerate(rows):
+            at = shared
+            for i in row:
+                ids = features[i]["input_ids"]
+                alone = model(input_ids=torch.tensor([ids], device=parameter.device), use_cache=False).logits[0].float()
+                got = torch.cat([packed[r, :shared], packed[r, at : at + len(ids) - shared]])
+                if not torch.allclose(got, alone, atol=atol, rtol=1e-3):
+                    return False
+                at += len(ids) - shared
+        return True
+    finally:
+        model.train(was_training)

@@ -163,7 +163,7 @@ METHODS: dict[str, Method] = {
 
 def virtual_token_count(model: Any) -> int:
     """Virtual tokens a PEFT prompt-learning model (prompt tuning) puts before the input; 0 for other models."""
-    peft_config = getattr(model, "active_peft_config", None)
+    peft_config = getattr(getattr(model, "module", model), "active_peft_config", None)  # unwrap DDP
     if peft_config is None or not getattr(peft_config, "is_prompt_learning", False):
         return 0
     return int(peft_config.num_virtual_tokens)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,9 +18,11 @@ from tunewise.models.device import resolve_precision
 from tunewise.monitor.memory import memory_snapshot
 from tunewise.monitor.record import tracked
 from tunewise.monitor.session import MonitorSession
-from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, read_jsonl
-from tunewise.train.collate import PadCollator
+from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, is_main_process, read_jsonl
+from tunewise.train.best import BestModel, GenerationMetric
+from tunewise.train.collate import PackCollator, PadCollator, packing_works
 from tunewise.train.methods import count_parameters, get_method, load_base
+from tunewise.train.resume import check_resume, write_fingerprint
 from tunewise.train.tokenize import Encoded, encode_examples
 
 log = logging.getLogger(__name__)
@@ -84,15 +88,31 @@ def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, prec
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         dataloader_num_workers=0,
+        **({"deepspeed": t.deepspeed} if t.deepspeed else {}),
+        **({"fsdp": t.fsdp, "fsdp_config": t.fsdp_config} if t.fsdp else {}),
     )
 
 
+def complete_checkpoint(folder: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut off (killed)."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint-N in ``checkpoints`` (an incomplete newer one is skipped with a warning)."""
     found = sorted(
         (p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
         key=lambda p: int(p.name.split("-")[-1]),
     )
-    return found[-1] if found else None
+    for folder in reversed(found):
+        if complete_checkpoint(folder):
+            return folder
+        log.warning("%s is incomplete (the run was stopped while saving it): skipping it", folder)
+    return None
 
 
 def train_run(
@@ -119,13 +139,20 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     run = RunDir.of(run_dir)
     train_file = run.require("data", "train.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`")
     method = get_method(config.method)
+    checkpoint = last_checkpoint(run.checkpoints) if resume else None
+    if resume and checkpoint is None:
+        log.warning("no checkpoint in %s: training from the start", run.checkpoints)
+    if checkpoint is not None:
+        check_resume(config, run)  # before anything slow: a changed config or dataset is refused
     set_seed(config.training.seed)
 
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     max_tokens = config.data.max_tokens
-    train_encoded = encode_examples(load_examples(train_file), tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
+    train_examples = load_examples(train_file)
+    val_examples = load_examples(run.data / "val.jsonl")
+    train_encoded = encode_examples(train_examples, tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
     train_encoded = [e for e in train_encoded if e.n_trained > 0]
-    val_encoded = encode_examples(load_examples(run.data / "val.jsonl"), tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
+    val_encoded = encode_examples(val_examples, tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
     val_encoded = [e for e in val_encoded if e.n_trained > 0]
     if not train_encoded:
         raise ValueError(f"{train_file} has no example with a trained token; check the data and `training.loss_on`")
@@ -141,28 +168,38 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     log.info("method %s: %s trainable of %s parameters", method.name, f"{trainable:,}", f"{total:,}")
 
     args = training_arguments(config, run.checkpoints, has_eval=bool(val_encoded), precision=precision)
-    if not resume and run.metrics.exists():
-        run.metrics.unlink()
+    if checkpoint is None:
+        if run.metrics.exists() and is_main_process():
+            run.metrics.unlink()
+        write_fingerprint(config, run)
     # --- monitor: metrics.jsonl + sinks, guards, live view, Ctrl-C (tunewise/monitor/session.py)
     session = MonitorSession(config, run, resume=resume)
     session.adjust_arguments(args)
+    best = best_model_tracker(config, run, has_eval=bool(val_encoded))
+    collator, packing = choose_collator(config, method.name, model, tokenizer, train_encoded)
     trainer = TunewiseTrainer(
         model=model,
         args=args,
         train_dataset=to_dataset(train_encoded),
         eval_dataset=to_dataset(val_encoded) if val_encoded else None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[*callbacks, *session.callbacks],
+        callbacks=[*callbacks, *([best] if best else []), *session.callbacks],
     )
+    if best is not None and best.metric != "eval_loss":
+        trainer.generation_metric = GenerationMetric(
+            tokenizer, [e for e in val_examples if e.reference][: config.training.eval_generation_examples],
+            best.metric.removeprefix("eval_"), max_new_tokens=config.eval.max_new_tokens,
+            batch_size=config.eval.batch_size,
+        )
     session.attach(trainer)
-    checkpoint = last_checkpoint(run.checkpoints) if resume else None
-    if resume and checkpoint is None:
-        log.warning("no checkpoint in %s: training from the start", run.checkpoints)
+    if checkpoint is not None and best is not None:
+        restore_tracker(best, checkpoint)
     started = time.time()
     with session.watching(trainer):
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     elapsed = time.time() - started
+    restored = bool(best and config.training.load_best_model_at_end and best.restore_best(trainer.model, trainer.state.global_step))
 
     if trainer.is_world_process_zero():
         with atomic_dir(run.model) as tmp:
@@ -185,14 +222,73 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "min_train_loss": min(train_losses) if train_losses else None,
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
         "min_eval_loss": min(eval_losses) if eval_losses else None,
+        "best": {"metric": best.metric, "value": best.best_value, "step": best.best_step, "restored": restored,
+                 "early_stopped_at": best.stopped_at} if best else None,
+        "packing": packing,
         "train_time_s": round(elapsed, 2),
         "trained_tokens": trainer.trained_tokens,
+        "input_tokens": trainer.input_tokens,
         "tokens_per_s": round(trainer.trained_tokens / elapsed, 2) if elapsed else None,
+        "input_tokens_per_s": round(trainer.input_tokens / elapsed, 2) if elapsed else None,
         "device": precision.device,
         "dtype": str(dtype).replace("torch.", ""),
+        "world_size": trainer.args.world_size,
+        # adapters hash in milliseconds; a full model only when there are replicas to compare
+        "weights_sha256": weights_digest(trainer.model) if method.saves_adapter or trainer.args.world_size > 1 else None,
         "resumed_from": checkpoint.name if checkpoint else None,
         **memory_snapshot(),
     }
+    if trainer.args.world_size > 1:  # every rank reports, so a run can show that the replicas stayed identical
+        atomic_write_json(run.root / "ranks" / f"rank-{trainer.args.process_index}.json", summary)
     if trainer.is_world_process_zero():
         atomic_write_json(run.root / "train_summary.json", summary)
     return summary
+
+
+def best_model_tracker(config: Config, run: RunDir, *, has_eval: bool) -> BestModel | None:
+    """The best-model / early-stopping callback, when there is validation data to judge by."""
+    t = config.training
+    if not has_eval:
+        if t.early_stopping_patience or t.metric_for_best_model != "eval_loss":
+            log.warning("training.early_stopping_patience / metric_for_best_model need validation data (data.val_ratio "
+                        "> 0 or data.val_path); training without early stopping, the final model is the last step")
+        return None
+    return BestModel(run.checkpoints, t.metric_for_best_model, patience=t.early_stopping_patience,
+                     min_delta=t.early_stopping_min_delta, save=t.load_best_model_at_end)
+
+
+def restore_tracker(best: BestModel, checkpoint: Path) -> None:
+    """Continue early stopping from the state saved in ``checkpoint`` (see tunewise/train/best.py)."""
+    state_file = checkpoint / "trainer_state.json"
+    if state_file.is_file():
+        saved = json.loads(state_file.read_text(encoding="utf-8")).get("stateful_callbacks", {}).get(type(best).__name__)
+        if saved:
+            best.restore(saved[0] if isinstance(saved, list) else saved)
+
+
+def choose_collator(config: Config, method: str, model: Any, tokenizer: Any, encoded: list[Encoded]) -> tuple[Any, bool]:
+    """Padding-free packing when configured and the model honours it (checked on two real examples), else padding."""
+    pad = PadCollator(tokenizer.pad_token_id)
+    if not config.training.packing:
+        return pad, False
+    if method == "prompt":
+        log.info("packing is off for prompt tuning (virtual tokens go before each example): padding batches")
+        return pad, False
+    packer = PackCollator(tokenizer.pad_token_id, config.training.packing_row_tokens or config.data.max_tokens,
+                          share_prefix=config.training.share_prefix)
+    probe = [{"input_ids": e.input_ids[:48], "labels": e.labels[:48]} for e in encoded[:3]]
+    if not packing_works(model, packer, probe):
+        log.warning("this model attends across packed examples (its attention ignores restarting position ids or "
+                    "4-D masks): padding batches instead; set training.packing=false to silence this")
+        return pad, False
+    return packer, True
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the trainable parameters (name order): equal digests mean identical trained weights."""
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        if parameter.requires_grad:
+            digest.update(name.encode())
+            digest.update(parameter.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

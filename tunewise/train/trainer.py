@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from tunewise.monitor.memory import memory_snapshot
+from tunewise.train.collate import model_inputs
 from tunewise.train.methods import virtual_token_count
 from tunewise.train.tokenize import IGNORE_INDEX
 
@@ -36,7 +37,7 @@ def sparse_causal_lm_loss(
     """Causal-LM loss with logits computed only at trained positions. Returns (loss, trained tokens in this batch)."""
     labels = inputs["labels"]
     mask, targets = next_token_targets(labels)
-    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    forward = model_inputs(model, inputs)
     # prompt tuning puts virtual tokens before the input: the mask must cover them too (never kept)
     virtual = virtual_token_count(model)
     keep = F.pad(mask, (virtual, 0), value=False) if virtual else mask
@@ -50,6 +51,15 @@ def sparse_causal_lm_loss(
     return loss_sum / denominator, n
 
 
+def input_token_count(inputs: dict[str, torch.Tensor]) -> int:
+    """Real (non-pad) tokens of a batch from either collator."""
+    if "num_input_tokens" in inputs:
+        return int(inputs["num_input_tokens"])
+    if "attention_mask" in inputs:
+        return int(inputs["attention_mask"].sum())
+    return int(inputs["input_ids"].numel())
+
+
 class TunewiseTrainer(Trainer):
     """A Trainer whose loss and logs follow the module docstring."""
 
@@ -60,6 +70,8 @@ class TunewiseTrainer(Trainer):
         self._last_log_time: float | None = None
         self._last_log_tokens = (0, 0)
         self._train_start = time.time()
+        # training.metric_for_best_model other than eval_loss: scored by generating at each evaluation (train/best.py)
+        self.generation_metric: Any = None
         # our loss is normalised by num_items_in_batch, so Trainer must not divide by the accumulation steps again
         self.model_accepts_loss_kwargs = True
 
@@ -73,7 +85,7 @@ class TunewiseTrainer(Trainer):
         loss, n = sparse_causal_lm_loss(model, inputs, num_items_in_batch)
         if model.training:
             self.trained_tokens += n
-            self.input_tokens += int(inputs["attention_mask"].sum())
+            self.input_tokens += input_token_count(inputs)
             if (
                 self.args.average_tokens_across_devices
                 and num_items_in_batch is not None
@@ -93,5 +105,7 @@ class TunewiseTrainer(Trainer):
             logs["tokens_per_s"] = round((self.trained_tokens - self._last_log_tokens[0]) / dt, 2)
             logs["input_tokens_per_s"] = round((self.input_tokens - self._last_log_tokens[1]) / dt, 2)
             self._last_log_time, self._last_log_tokens = now, (self.trained_tokens, self.input_tokens)
+        if "eval_loss" in logs and self.generation_metric is not None:
+            logs[f"eval_{self.generation_metric.metric}"] = self.generation_metric(self.model)
         logs.update(memory_snapshot())
         super().log(logs, start_time)
