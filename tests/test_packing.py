@@ -36,10 +36,16 @@ def test_packed_batch_layout(tiny_tokenizer: Any) -> None:
     batch = PackCollator(tiny_tokenizer.pad_token_id, row_tokens=10_000, share_prefix=False)(feats)
     assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
     total = sum(len(f["input_ids"]) for f in feats)
-    assert batch["input_ids"].shape[1] == total == int(batch["num_input_tokens"])
+    assert int(batch["num_input_tokens"]) == total
+    # ChatML ends "answer<|im_end|>\n": the newline and the final <|im_end|> (predicted, never predicting) are not fed,
+    # except the last example's <|im_end|> which holds the row's last label
+    assert batch["input_ids"].shape[1] == total - 2 * len(feats) + 1
+    assert int((batch["labels"] != -100).sum()) == sum(sum(1 for y in f["labels"][1:] if y != -100) for f in feats)
     starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
     assert len(starts) == len(feats)
-    assert all(batch["labels"][0, s] == -100 for s in starts)
+    assert batch["labels"][0, 0] == -100
+    # every later example's first slot holds the previous example's last target, its end-of-turn token
+    assert all(batch["labels"][0, s] == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>") for s in starts[1:])
 
 
 @pytest.mark.parametrize("loss_on", ["answers", "all"])
@@ -71,10 +77,11 @@ def test_no_attention_across_packed_examples(tiny_tokenizer: Any) -> None:
         # transformers builds the block-diagonal mask only without a cache: training never has one
         return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
 
+    _, _, used = collate.plan([a, b])
     with torch.no_grad():
         first, second = forward(collate([a, b])), forward(collate([other_a, b]))
-        alone = model(input_ids=torch.tensor([b["input_ids"]])).logits
-    n = len(a["input_ids"])
+        alone = model(input_ids=torch.tensor([b["input_ids"][: used[1]]])).logits
+    n = used[0]
     assert not torch.allclose(first[0, :n], second[0, :n])  # example a really changed ...
     torch.testing.assert_close(first[0, n:], second[0, n:])  # ... and b did not notice
     torch.testing.assert_close(first[0, n:], alone[0], rtol=1e-4, atol=1e-5)
@@ -144,7 +151,7 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_padded_batches(tiny_token
     feats = system_prompt_features(tiny_tokenizer)
     packer = PackCollator(tiny_tokenizer.pad_token_id, row_tokens=row_tokens)
     batch = packer(feats)
-    shared, rows = packer.plan(feats)
+    shared, rows, _ = packer.plan(feats)
     assert shared > 10 and "attention_mask" in batch and batch["attention_mask"].dim() == 4
     assert batch["input_ids"].numel() < sum(len(f["input_ids"]) for f in feats)  # fewer tokens than unshared
     results = []
@@ -166,12 +173,12 @@ def test_examples_sharing_a_prefix_do_not_see_each_other(tiny_tokenizer: Any) ->
     model = random_model(tiny_tokenizer).eval()
     feats = system_prompt_features(tiny_tokenizer)[:2]
     packer = PackCollator(tiny_tokenizer.pad_token_id, row_tokens=1000)
-    shared, _ = packer.plan(feats)
+    shared, _, used = packer.plan(feats)
     changed = [{"input_ids": feats[0]["input_ids"][:shared] + [(t + 5) % 100 for t in feats[0]["input_ids"][shared:]],
                 "labels": feats[0]["labels"]}, feats[1]]
     with torch.no_grad():
         first = model(**model_inputs(model, packer(feats)), use_cache=False).logits[0]
         second = model(**model_inputs(model, packer(changed)), use_cache=False).logits[0]
-    start_b = len(feats[0]["input_ids"])  # prefix + a's rest
+    start_b = used[0]  # prefix + a's rest
     assert not torch.allclose(first[shared:start_b], second[shared:start_b])
     torch.testing.assert_close(first[start_b:], second[start_b:])

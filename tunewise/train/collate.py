@@ -104,18 +104,25 @@ class PackCollator:
         self.share_prefix = share_prefix
         self.min_shared = min_shared
 
-    def plan(self, features: Sequence[dict[str, Any]]) -> tuple[int, list[list[int]]]:
-        """(shared prefix length, example indices per row)."""
+    def plan(self, features: Sequence[dict[str, Any]]) -> tuple[int, list[list[int]], list[int]]:
+        """(shared prefix length, example indices per row, tokens of each example fed to the model).
+
+        Tokens after an example's last trained token predict nothing, and neither does that token itself: its
+        label is carried to the next slot of the row. Only the last example of a row keeps its last trained token,
+        so the label has a place."""
         shared = shared_prefix_length(features) if self.share_prefix else 0
         if shared < self.min_shared:
             shared = 0
-        rests = [len(f["input_ids"]) - shared for f in features]
-        return shared, pack_rows(rests, max(self.row_tokens - shared, 1))
+        last = [last_trained_index(f["labels"]) for f in features]
+        rows = pack_rows([t - shared for t in last], max(self.row_tokens - shared, 1))
+        used = list(last)
+        for row in rows:
+            used[row[-1]] += 1
+        return shared, rows, used
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        shared, rows = self.plan(features)
-        lengths = [len(f["input_ids"]) for f in features]
-        width = max(shared + sum(lengths[i] - shared for i in row) for row in rows)
+        shared, rows, used = self.plan(features)
+        width = max(shared + sum(used[i] - shared for i in row) for row in rows)
         n = len(rows)
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
@@ -127,23 +134,34 @@ class PackCollator:
                 position_ids[r, :shared] = torch.arange(shared)
                 segments[r, :shared] = 0
             at = shared
+            carry = IGNORE_INDEX  # the label the previous example's last fed position predicts
             for k, i in enumerate(row, start=1):
-                rest = lengths[i] - shared
-                input_ids[r, at : at + rest] = torch.as_tensor(features[i]["input_ids"][shared:], dtype=torch.long)
-                labels[r, at : at + rest] = torch.as_tensor(features[i]["labels"][shared:], dtype=torch.long)
-                # the token opening an example (or its rest) is never predicted from inside the example; without
-                # this the previous example's last position would be trained to predict it (loss_on: all)
-                labels[r, at] = IGNORE_INDEX
-                position_ids[r, at : at + rest] = torch.arange(shared, lengths[i])
+                rest = used[i] - shared
+                ids, example_labels = features[i]["input_ids"], features[i]["labels"]
+                input_ids[r, at : at + rest] = torch.as_tensor(ids[shared : used[i]], dtype=torch.long)
+                labels[r, at + 1 : at + rest] = torch.as_tensor(example_labels[shared + 1 : used[i]], dtype=torch.long)
+                # the first slot of an example holds the previous example's last target (the token opening an
+                # example is never predicted from inside it: it is prompt, or prefix shared by construction)
+                labels[r, at] = carry
+                carry = example_labels[used[i]] if used[i] < len(example_labels) else IGNORE_INDEX
+                position_ids[r, at : at + rest] = torch.arange(shared, used[i])
                 segments[r, at : at + rest] = k
                 at += rest
             # the tail padding of a shorter row is one more "example" (positions from 0): it attends only to itself
             position_ids[r, at:] = torch.arange(width - at)
         batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels,
-                 "num_input_tokens": torch.tensor(sum(lengths))}
+                 "num_input_tokens": torch.tensor(sum(len(f["input_ids"]) for f in features))}
         if shared:
             batch["attention_mask"] = shared_prefix_mask(segments)
         return batch
+
+
+def last_trained_index(labels: Sequence[int]) -> int:
+    """Index of the last trained label (the last index when there is none: the example is fed whole)."""
+    for i in range(len(labels) - 1, -1, -1):
+        if labels[i] != IGNORE_INDEX:
+            return i
+    return len(labels) - 1
 
 
 def shared_prefix_mask(segments: torch.Tensor) -> torch.Tensor:
@@ -188,11 +206,11 @@ def packing_works(model: Any, collator: PackCollator, features: Sequence[dict[st
             atol = 1e-3 if parameter.dtype == torch.float32 else 1e-1
         batch = {k: v.to(parameter.device) for k, v in collator(list(features)).items()}
         packed = model(**model_inputs(model, batch), use_cache=False).logits.float()
-        shared, rows = collator.plan(features)
+        shared, rows, used = collator.plan(features)
         for r, row in enumerate(rows):
             at = shared
             for i in row:
-                ids = features[i]["input_ids"]
+                ids = features[i]["input_ids"][: used[i]]
                 alone = model(input_ids=torch.tensor([ids], device=parameter.device), use_cache=False).logits[0].float()
                 got = torch.cat([packed[r, :shared], packed[r, at : at + len(ids) - shared]])
                 if not torch.allclose(got, alone, atol=atol, rtol=1e-3):

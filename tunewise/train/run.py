@@ -276,7 +276,7 @@ def choose_collator(config: Config, method: str, model: Any, tokenizer: Any, enc
         return pad, False
     packer = PackCollator(tokenizer.pad_token_id, config.training.packing_row_tokens or config.data.max_tokens,
                           share_prefix=config.training.share_prefix)
-    probe = [{"input_ids": e.input_ids[:48], "labels": e.labels[:48]} for e in encoded[:3]]
+    probe = [{"input_ids": e.input_ids, "labels": e.labels} for e in sorted(encoded[:64], key=len)[:3]]
     if not packing_works(model, packer, probe):
         log.warning("this model attends across packed examples (its attention ignores restarting position ids or "
                     "4-D masks): padding batches instead; set training.packing=false to silence this")
