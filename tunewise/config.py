@@ -131,7 +131,10 @@ class TrainingConfig(_Section):
     bf16: bool | None = Field(None, description="null = automatic (on for CUDA devices that support it, off on CPU).")
     fp16: bool | None = Field(None, description="null = automatic (on for CUDA devices without bf16).")
     gradient_checkpointing: bool = False
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "sgd", "adamw_8bit"] = "adamw_torch"
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "sgd", "adamw_8bit"] = Field(
+        "adamw_torch_fused", description="adamw_torch_fused: one fused kernel per step (CPU and CUDA; transformers' own "
+        "default); adamw_8bit: bitsandbytes 8-bit moments."
+    )
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(5, gt=0)
     save_steps: int = Field(100, gt=0)

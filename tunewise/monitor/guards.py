@@ -77,8 +77,9 @@ class OverfitWatch:
         return self.bad == self.patience
 
 
-def grads_finite(model: Any) -> bool:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+def grads_finite(model: Any, parameters: list[torch.Tensor] | None = None) -> bool:
+    """True when every gradient is finite (``parameters``: the trainable ones, listed once by the caller)."""
+    grads = [p.grad for p in (parameters if parameters is not None else model.parameters()) if p.grad is not None]
     return not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
 
@@ -88,6 +89,7 @@ class Guards(TrainerCallback):
     def __init__(self, writer: MetricsWriter, monitor: Any, *, learning_rate: float) -> None:
         self.writer = writer
         self.cfg = monitor
+        self._trainable: list[torch.Tensor] | None = None
         self.learning_rate = learning_rate
         self.spikes = SpikeWatch(monitor.spike_factor, monitor.spike_window)
         self.overfit = OverfitWatch(monitor.overfit_patience)
@@ -126,7 +128,9 @@ class Guards(TrainerCallback):
         # with fp16 the grad scaler skips steps with inf gradients by design; the logged loss is checked instead
         if not self.cfg.nan_guard or args.fp16 or model is None:
             return
-        if not grads_finite(model):
+        if self._trainable is None:  # listing a PEFT model's parameters walks every module: once is enough
+            self._trainable = [p for p in model.parameters() if p.requires_grad]
+        if not grads_finite(model, self._trainable):
             self._stop(args, state, "nan", "the loss or the gradients became NaN or infinite", state.global_step + 1)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:

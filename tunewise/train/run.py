@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -196,8 +197,14 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     if checkpoint is not None and best is not None:
         restore_tracker(best, checkpoint)
     started = time.time()
-    with session.watching(trainer):
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    # the model and data are loaded: freezing them out of the garbage collector's view makes the collections during
+    # training (and the Trainer's gc.collect() at its start) cheap (tiny model: -0.8 s of a 6 s training)
+    gc.freeze()
+    try:
+        with session.watching(trainer):
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        gc.unfreeze()
     elapsed = time.time() - started
     restored = bool(best and config.training.load_best_model_at_end and best.restore_best(trainer.model, trainer.state.global_step))
 

@@ -72,8 +72,17 @@ class TunewiseTrainer(Trainer):
         self._train_start = time.time()
         # training.metric_for_best_model other than eval_loss: scored by generating at each evaluation (train/best.py)
         self.generation_metric: Any = None
+        self._flops_per_token: int | None = None
         # our loss is normalised by num_items_in_batch, so Trainer must not divide by the accumulation steps again
         self.model_accepts_loss_kwargs = True
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """6 x parameters x tokens, like the Trainer's, without walking every module at every step."""
+        if self._flops_per_token is None:
+            model = self.accelerator.unwrap_model(self.model)
+            count = getattr(model, "num_parameters", None)
+            self._flops_per_token = 6 * (count(exclude_embeddings=True) if count else sum(p.numel() for p in model.parameters()))
+        return self._flops_per_token * int(inputs["input_ids"].numel())
 
     def compute_loss(
         self,
