@@ -165,6 +165,7 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_padded_batches(tiny_token
     for name, grad in padded_grads.items():
         torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6)
     assert packing_works(random_model(tiny_tokenizer), packer, feats)
+    assert packing_works(random_model(tiny_tokenizer).to(torch.bfloat16), packer, feats)  # GPU runs train in bf16
 
 
 def test_examples_sharing_a_prefix_do_not_see_each_other(tiny_tokenizer: Any) -> None:

@@ -202,8 +202,7 @@ def packing_works(model: Any, collator: PackCollator, features: Sequence[dict[st
     model.eval()
     try:
         parameter = model.get_input_embeddings().weight
-        if atol is None:  # float32 agrees to ~1e-5; half precision kernels differ more between shapes
-            atol = 1e-3 if parameter.dtype == torch.float32 else 1e-1
+        half = parameter.dtype != torch.float32
         batch = {k: v.to(parameter.device) for k, v in collator(list(features)).items()}
         packed = model(**model_inputs(model, batch), use_cache=False).logits.float()
         shared, rows, used = collator.plan(features)
@@ -213,7 +212,9 @@ def packing_works(model: Any, collator: PackCollator, features: Sequence[dict[st
                 ids = features[i]["input_ids"][: used[i]]
                 alone = model(input_ids=torch.tensor([ids], device=parameter.device), use_cache=False).logits[0].float()
                 got = torch.cat([packed[r, :shared], packed[r, at : at + len(ids) - shared]])
-                if not torch.allclose(got, alone, atol=atol, rtol=1e-3):
+                # float32 agrees to ~1e-5; bf16/fp16 kernels differ by a few units in the last place of the logits
+                tolerance = atol if atol is not None else (5e-2 * float(alone.abs().max()) if half else 1e-3)
+                if not torch.allclose(got, alone, atol=tolerance, rtol=1e-3):
                     return False
                 at += len(ids) - shared
         return True
