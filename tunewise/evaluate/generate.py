@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Any, Sequence
 
 import torch
@@ -79,13 +81,16 @@ def generate(
         batch_size = 1
     for idx in batches(order, [len(e) for e in encoded], batch_size, same_length=virtual_token_count(model) > 0):
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
-        output = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        with warnings.catch_warnings():
+            # PEFT prompt tuning drops the position ids generate() builds; batches of one length need none
+            warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
+            output = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         new = output[:, batch["input_ids"].shape[1] :]
         for row, i in zip(new.tolist(), idx):
             cut = next((k for k, t in enumerate(row) if t in stops), None)
