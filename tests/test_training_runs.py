@@ -204,3 +204,14 @@ def test_two_processes_end_with_identical_weights(tiny_dir: Path, tmp_path: Path
     assert (run_dir / "model" / "adapter_config.json").is_file()
     # every rank saw its own half of each batch of 8: together 2 x 8 examples a step
     assert json.loads((run_dir / "train_summary.json").read_text())["epochs"] == pytest.approx(6 * 16 / 192, abs=0.01)
+
+
+def test_the_last_step_is_evaluated_once(tiny_tokenizer: Any, tmp_path: Path) -> None:
+    best = BestModel(tmp_path / "a", "eval_loss")
+    trainer = _trainer(tiny_tokenizer, tmp_path / "a", best, max_steps=5, learning_rate=1e-3)
+    trainer.train()
+    assert [h["step"] for h in trainer.state.log_history if "eval_loss" in h] == [2, 4, 5]  # 5 is off the cadence
+    per_epoch = BestModel(tmp_path / "b", "eval_loss")
+    trainer = _trainer(tiny_tokenizer, tmp_path / "b", per_epoch, max_steps=-1, epochs=2, eval_steps=None)
+    trainer.train()
+    assert [h["step"] for h in trainer.state.log_history if "eval_loss" in h] == [2, 4]  # one per epoch, no repeat

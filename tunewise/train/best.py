@@ -116,8 +116,10 @@ class BestModel(TrainerCallback, ExportableState):
         return value < self.best_value - self.min_delta
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        # the last step must compete too: evaluate it even when it is off the evaluation cadence
-        if state.max_steps and state.global_step >= state.max_steps and self.last_evaluated != state.global_step:
+        # the last step must compete too: evaluate it even when it is off the evaluation cadence (with evaluations
+        # per epoch the Trainer already evaluates at the end of the last one)
+        if (str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "steps" and state.max_steps
+                and state.global_step >= state.max_steps and self.last_evaluated != state.global_step):
             control.should_evaluate = True
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
