@@ -1,0 +1,222 @@
+"""``tunewise estimate CONFIG`` and ``tunewise advise CONFIG``: thin commands over :mod:`tunewise.decide`."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import typer
+
+
+def _cli() -> Any:
+    import tunewise.cli as cli
+
+    cli._quiet_libraries()
+    return cli
+
+
+@contextmanager
+def _working(console: Any) -> Iterator[tuple[Callable[[str], None], Callable[[int], None]]]:
+    """A spinner whose line says what is being done, and a counter for generated answers."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=True)
+    status = progress.add_task("starting", total=None)
+    with progress:
+        yield (lambda message: progress.update(status, description=message),
+               lambda n: progress.advance(status, n))
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1024:.2f} GB" if value >= 1024 else f"{value:.0f} MB"
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.2f}" if value >= 1 else f"{value:.4f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.1f} s"
+
+
+def estimate_table(report: dict[str, Any], title: str) -> Any:
+    """Methods side by side: trainable parameters, peak memory, time, cost."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ["method", "trainable params", "peak memory", "with grad. ckpt", "time / epoch", "total time", "time from"]
+    has_device_cost = any("device_cost" in m["cost"] for m in report["methods"].values())
+    has_api_cost = any("api_cost" in m["cost"] for m in report["methods"].values())
+    columns += (["device cost"] if has_device_cost else []) + (["API cost"] if has_api_cost else []) + ["fits"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("method", "time from", "fits") else "right")
+    available = report["hardware"]["available_mb"]
+    for name, m in report["methods"].items():
+        p, mem, t, cost = m["parameters"], m["memory"], m["time"], m["cost"]
+        share = p["trainable"] / p["total"] if p["total"] else 0
+        fits = m.get("fits_in_memory")
+        row = [
+            name, f"{p['trainable']:,} ({share:.2%})", _mb(mem["peak_mb_without_checkpointing"]),
+            _mb(mem["peak_mb_with_checkpointing"]), _duration(t["epoch_s"]), _duration(t["total_s"] + t["load_s"]),
+            t["source"],
+        ]
+        if has_device_cost:
+            row.append(_money(cost.get("device_cost")))
+        if has_api_cost:
+            row.append(_money(cost.get("api_cost")))
+        row.append("[green]yes[/]" if fits else "[red]no[/]" if fits is False else "?")
+        table.add_row(*row)
+    table.caption = (f"{report['device']}, {_mb(available)} available; {report['workload']['examples']:,} examples, "
+                     f"{report['workload']['steps_per_epoch']} steps/epoch, peak batch "
+                     f"{report['workload']['peak_batch']['rows']} x {report['workload']['peak_batch']['length']} tokens")
+    return table
+
+
+def parts_table(report: dict[str, Any]) -> Any:
+    """Where each method's peak memory goes (MB), methods side by side."""
+    from rich.table import Table
+
+    rows = [("runtime", "runtime"), ("weights", "weights"), ("  of which adapters", "adapters_in_weights"),
+            ("  of which quantized", "quantized_in_weights"), ("mapped checkpoint", "mapped_checkpoint"),
+            ("gradients", "gradients"), ("optimizer states", "optimizer_states"),
+            ("optimizer step temporary", "optimizer_step_temporary"), ("activations", "activations"),
+            ("  with gradient checkpointing", "activations_checkpointed"), ("logits", "logits")]
+    methods = report["methods"]
+    factor = next(iter(methods.values()))["memory"]["activation_factor"] if methods else 1.0
+    table = Table(title=f"memory parts (MB); the peak counts activations x {factor:g}")
+    table.add_column("part")
+    for name in methods:
+        table.add_column(name, justify="right")
+    for label, key in rows:
+        values = [m["memory"]["parts_mb"].get(key, 0.0) for m in methods.values()]
+        if any(values):
+            table.add_row(label, *(f"{v:,.1f}" for v in values))
+    table.add_row("[bold]peak[/]", *(f"[bold]{m['memory']['peak_mb']:,.0f}[/]" for m in methods.values()))
+    return table
+
+
+def _prepared(cfg: Any, run_dir: Any, say: Callable[[str], None]) -> None:
+    if (run_dir.data / "train.jsonl").is_file():
+        return
+    from tunewise.pipeline import prepare_stage
+
+    say("preparing the data")
+    prepare_stage(cfg, run_dir)
+
+
+def estimate_command(
+    config: Path = typer.Argument(..., help="YAML config (or a run directory)"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. training.per_device_train_batch_size=4"),
+    methods: str = typer.Option("full,lora,qlora", help="Comma-separated methods to compare"),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Time a few real training steps (else FLOPs)"),
+    steps: int = typer.Option(4, help="Timed calibration steps (after one warmup step)"),
+    price_per_hour: Optional[float] = typer.Option(None, help="Device price per hour, for the cost column"),
+    api_price_per_1m: Optional[float] = typer.Option(None, "--api-price-per-1m", help="API training price per 1M tokens"),
+    examples: Optional[int] = typer.Option(None, help="Without data: number of training examples to assume"),
+    seq_len: Optional[int] = typer.Option(None, help="Without data: tokens per example to assume"),
+) -> None:
+    """Peak memory, time and cost of each method, side by side (writes RUN/estimate.json)."""
+    cli = _cli()
+    from tunewise.decide.estimate import estimate_run
+    from tunewise.pipeline import config_of_run
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    cfg, run_dir = cli.guarded(lambda: config_of_run(config, overrides or []))
+    workload = None
+    if not cfg.data.path and not (run_dir.data / "train.jsonl").is_file():
+        if not (examples and seq_len):
+            cli.fail("the config has no data.path: give --examples N and --seq-len TOKENS to estimate without data")
+        from tunewise.decide.workload import synthetic_workload
+
+        workload = synthetic_workload(cfg, examples, seq_len, max(seq_len // 4, 1))
+    with _working(cli.err_console) as (say, _):
+        if workload is None:
+            cli.guarded(lambda: _prepared(cfg, run_dir, say))
+        report = cli.guarded(lambda: estimate_run(
+            cfg, run_dir.root, names, calibrate=calibrate and workload is None, calibration_steps=steps,
+            price_per_hour=price_per_hour, api_price_per_1m=api_price_per_1m, workload=workload, progress=say,
+        ))
+    cli.console.print(estimate_table(report, f"{cfg.model}: estimated per method"))
+    cli.console.print(parts_table(report))
+    for line in report["assumptions"]:
+        cli.console.print(f"[dim]- {line}[/]", highlight=False)
+    cli.console.print(f"written: {run_dir.root / 'estimate.json'}")
+
+
+def advise_command(
+    config: Path = typer.Argument(..., help="YAML config (or a run directory)"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+    task: Optional[str] = typer.Option(None, help="classification, extraction, summarisation, generation, code or "
+                                       "domain-specific (default: inferred from the data)"),
+    strict_format: Optional[bool] = typer.Option(None, "--strict-format/--free-format",
+                                                 help="Whether outputs must follow a strict format (default: inferred)"),
+    budget_hours: Optional[float] = typer.Option(None, help="Most device-hours to spend on training"),
+    budget_usd: Optional[float] = typer.Option(None, help="Most money to spend (needs --price-per-hour or --api-price-per-1m)"),
+    price_per_hour: Optional[float] = typer.Option(None, help="Device price per hour"),
+    api_price_per_1m: Optional[float] = typer.Option(None, "--api-price-per-1m", help="API training price per 1M tokens"),
+    target: float = typer.Option(0.9, help="Prompting is enough when its best score reaches this (0-1)"),
+    sample: int = typer.Option(48, help="Rows the base model is prompted on (validation first, then unused training rows)"),
+    shots: int = typer.Option(4, help="Few-shot examples from the training split"),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Time real steps of the chosen method"),
+) -> None:
+    """Prompting, LoRA, QLoRA or full fine-tuning? Measures, estimates, lists every rule (writes RUN/advice.json)."""
+    cli = _cli()
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from tunewise.decide.advise import advise_run
+    from tunewise.pipeline import config_of_run
+
+    if budget_usd is not None and price_per_hour is None and api_price_per_1m is None:
+        cli.fail("--budget-usd needs a price: give --price-per-hour (device) or --api-price-per-1m")
+    if not 0 < target <= 1:
+        cli.fail(f"--target is a score between 0 and 1, got {target}")
+    cfg, run_dir = cli.guarded(lambda: config_of_run(config, overrides or []))
+    with _working(cli.err_console) as (say, advance):
+        advice = cli.guarded(lambda: advise_run(
+            cfg, run_dir.root, task=task, strict_format=strict_format, budget_hours=budget_hours, budget_usd=budget_usd,
+            price_per_hour=price_per_hour, api_price_per_1m=api_price_per_1m, target=target, sample_size=sample,
+            shots=shots, calibrate=calibrate, progress=say, generation_progress=advance,
+        ))
+    console = cli.console
+    a = advice.to_dict()
+    inputs = a["inputs"]
+    console.print(Panel(a["summary"], title=f"decision: {a['decision']}", expand=False))
+    console.print(f"task {inputs['task']} ({inputs['task_source']}); strict format "
+                  f"{'yes' if inputs['strict_format'] else 'no'} ({inputs['strict_format_source']}); "
+                  f"{inputs['usable_examples']:,} usable training examples; {inputs['device']}", highlight=False)
+    for reason in a["reasons"]:
+        console.print(f"  - {reason}", highlight=False)
+    for method, why in a["not_chosen"].items():
+        console.print(f"  [dim]not {method}:[/] {why}", highlight=False)
+
+    b = a["baselines"]
+    base = Table(title=f"measured prompting baseline: base model on {b['n']} rows ({b['from_val']} validation, "
+                       f"{b['from_train']} unused training), {b['shots']} shots")
+    metric_names = list(next(iter(b["variants"].values()))["metrics"]) if b["variants"] else []
+    base.add_column("prompt")
+    for name in metric_names:
+        base.add_column(name, justify="right")
+    for variant, result in b["variants"].items():
+        base.add_row(variant.replace("_", "-"), *(f"{result['metrics'][m]:.3f}" for m in metric_names))
+    console.print(base)
+
+    rules = Table(title="rules")
+    for column in ("", "rule", "evidence"):
+        rules.add_column(column)
+    for r in a["rules"]:
+        rules.add_row("[green]fired[/]" if r["fired"] else "[dim]not fired[/]", r["description"], r["evidence"])
+    console.print(rules)
+    console.print(estimate_table(a["estimates"], "estimates"))
+    console.print(f"written: {run_dir.root / 'advice.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("estimate")(estimate_command)
+    app.command("advise")(advise_command)

@@ -1,0 +1,403 @@
+"""Should this be fine-tuned at all, and how? Prompting, LoRA, QLoRA or full fine-tuning, decided by listed rules
+over measured inputs: the base model's zero-/few-shot score on a validation sample, the usable examples after
+preparation, the task type and output format (inferred from the data unless given), the memory estimates of each
+method against the memory actually available, and the budget. Every rule is reported, fired or not.
+
+The result is written to RUN/advice.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tunewise.config import Config
+from tunewise.data.example import Example
+
+log = logging.getLogger(__name__)
+
+TASKS = ("classification", "extraction", "summarisation", "generation", "code", "domain-specific")
+MIN_EXAMPLES = {"classification": 100, "extraction": 200, "summarisation": 500, "generation": 500, "code": 1000,
+                "domain-specific": 1000}
+"""Usable training examples below which fine-tuning is not advised (tunewise's rule of thumb, stated in the output)."""
+MIN_PER_LABEL = 10  # classification: average training examples per label
+RARE_LABEL = 5  # labels with fewer training examples are reported
+FULL_MIN_EXAMPLES = 10_000
+"""Below this many examples adapters match full fine-tuning at a fraction of the memory; full is not advised."""
+TARGET = 0.9  # prompting is enough when its best measured score reaches this
+MEMORY_HEADROOM = 0.9  # a method fits when its estimated peak is within this share of the available memory
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Rule:
+    id: str
+    description: str
+    fired: bool
+    evidence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TaskInfo:
+    task: str
+    source: str  # "given" or "inferred: ..."
+    labels: list[str] | None = None
+    json_answers: bool = False
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# inputs inferred from the data
+
+
+def _user_text(example: Example) -> str:
+    return next((str(m.get("content") or "") for m in reversed(example.prompt_messages) if m.get("role") == "user"), "")
+
+
+_CODE = re.compile(r"```|^\s*(def |class |import |from \S+ import |#include|function |public |return |SELECT |for \(|if \()",
+                   re.MULTILINE)
+
+
+def infer_task(train: Sequence[Example]) -> TaskInfo:
+    """The task type from the training answers: short label-like answers from a small set -> classification; JSON
+    answers -> extraction; code-looking answers -> code; long inputs condensed -> summarisation; answers copied out of
+    the input -> extraction; anything else -> generation."""
+    from tunewise.evaluate.metrics import detect_labels, parse_json_prediction
+
+    rows = [e for e in train if e.reference is not None]
+    refs = [(e.reference or "").strip() for e in rows]
+    prompts = [_user_text(e) for e in rows]
+    if not refs:
+        raise ValueError("the training split has no assistant answers: advise compares prompting with fine-tuning on "
+                         "question -> answer data (chat, alpaca, ...); plain text for continued pretraining has no answers "
+                         "to prompt for")
+    labels = detect_labels(refs)
+    if labels is not None:
+        return TaskInfo("classification", f"inferred: {len(labels)} distinct short answers", labels=labels,
+                        evidence={"labels": len(labels)})
+
+    def parses(text: str) -> bool:
+        try:
+            return isinstance(parse_json_prediction(text), (dict, list))
+        except ValueError:
+            return False
+
+    n = len(refs)
+    json_share = sum(parses(r) for r in refs) / n
+    code_share = sum(bool(_CODE.search(r)) for r in refs) / n
+    copied = sum(bool(r) and r.lower() in p.lower() for r, p in zip(refs, prompts)) / n
+    prompt_words = statistics.mean(len(p.split()) for p in prompts)
+    answer_words = statistics.mean(len(r.split()) for r in refs)
+    overlap = statistics.mean(
+        len({w.lower() for w in r.split()} & {w.lower() for w in p.split()}) / max(len(set(r.split())), 1)
+        for r, p in zip(refs, prompts)
+    )
+    evidence = {"json_answers": round(json_share, 3), "code_answers": round(code_share, 3),
+                "answers_copied_from_input": round(copied, 3), "mean_prompt_words": round(prompt_words, 1),
+                "mean_answer_words": round(answer_words, 1), "answer_words_in_input": round(overlap, 3)}
+    if json_share >= 0.8:
+        return TaskInfo("extraction", f"inferred: {json_share:.0%} of answers are JSON", json_answers=True, evidence=evidence)
+    if code_share >= 0.5:
+        return TaskInfo("code", f"inferred: {code_share:.0%} of answers look like code", evidence=evidence)
+    if prompt_words >= 80 and answer_words <= 0.5 * prompt_words and overlap >= 0.5:
+        return TaskInfo("summarisation", f"inferred: answers are {answer_words / prompt_words:.0%} of the input's length "
+                        f"and reuse {overlap:.0%} of its words", evidence=evidence)
+    if copied >= 0.6:
+        return TaskInfo("extraction", f"inferred: {copied:.0%} of answers are copied from the input", evidence=evidence)
+    return TaskInfo("generation", "inferred: free-form answers", evidence=evidence)
+
+
+def infer_strict_format(task: TaskInfo) -> bool:
+    """Outputs must follow a strict format when they are labels or JSON."""
+    return task.task == "classification" or task.json_answers
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the decision
+
+
+@dataclass
+class Advice:
+    decision: str  # prompting | full | lora | qlora
+    gradient_checkpointing: bool
+    summary: str
+    reasons: list[str]
+    not_chosen: dict[str, str]
+    rules: list[Rule]
+    inputs: dict[str, Any]
+    baselines: dict[str, Any]
+    estimates: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "summary": self.summary,
+            "reasons": self.reasons,
+            "not_chosen": self.not_chosen,
+            "rules": [r.to_dict() for r in self.rules],
+            "inputs": self.inputs,
+            "baselines": self.baselines,
+            "estimates": self.estimates,
+        }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def best_prompting(baselines: dict[str, Any], metric: str) -> tuple[str | None, float | None]:
+    """(variant, score) of the best measured prompting variant on ``metric``."""
+    scores = {name: b["metrics"].get(metric) for name, b in baselines.get("variants", {}).items()}
+    scores = {k: v for k, v in scores.items() if v is not None}
+    if not scores:
+        return None, None
+    name = max(scores, key=lambda k: scores[k])
+    return name, scores[name]
+
+
+def decide(
+    *,
+    task: TaskInfo,
+    strict_format: bool,
+    examples: int,
+    metric: str,
+    baselines: dict[str, Any],
+    estimates: dict[str, Any],
+    available_mb: float,
+    budget_hours: float | None = None,
+    budget_usd: float | None = None,
+    target: float = TARGET,
+) -> tuple[str, bool, list[str], dict[str, str], list[Rule]]:
+    """Apply the rules. Returns (decision, gradient checkpointing, reasons, why each other option was not chosen, rules)."""
+    rules: list[Rule] = []
+    limit = available_mb * MEMORY_HEADROOM
+    variant, best = best_prompting(baselines, metric)
+    variants = baselines.get("variants", {})
+    lenient = max((v["metrics"].get("label_found", -1.0) for v in variants.values()), default=-1.0)
+
+    prompting_ok = best is not None and best >= target
+    measured = ", ".join(f"{name} {_pct(v['metrics'].get(metric))}" for name, v in variants.items()) or "nothing"
+    rules.append(Rule("prompting_reaches_target", f"the base model's best prompting score on {metric} reaches the "
+                      f"target {target:.0%}", prompting_ok, f"measured: {measured} on {baselines.get('n', 0)} rows"))
+    minimum = MIN_EXAMPLES[task.task]
+    enough = examples >= minimum
+    evidence = f"{examples} usable training examples; the minimum for {task.task} is {minimum}"
+    if task.task == "classification" and task.labels:
+        per_label = examples / len(task.labels)
+        enough = enough and per_label >= MIN_PER_LABEL
+        evidence += f"; {per_label:.1f} per label on average (minimum {MIN_PER_LABEL})"
+    rules.append(Rule("enough_data", f"enough usable examples for {task.task}", enough, evidence))
+    rare = baselines.get("rare_labels") or []
+    if task.task == "classification":
+        rules.append(Rule("rare_labels", f"some labels have fewer than {RARE_LABEL} training examples (expect them to be weak)",
+                          bool(rare), ", ".join(rare) if rare else "every label has enough examples"))
+    format_gap = strict_format and best is not None and (best < 0.5 or (lenient >= 0 and lenient - best >= 0.1))
+    rules.append(Rule("strict_format_gap", "outputs must follow a strict format that prompting does not hold "
+                      "(fine-tuning teaches the format)", format_gap,
+                      f"strict format: {'yes' if strict_format else 'no'}; best strict score {_pct(best)}"
+                      + (f", lenient (label found) {_pct(lenient)}" if lenient >= 0 else "")))
+
+    def peak(method: str, ckpt: bool) -> float | None:
+        e = estimates.get(method)
+        if e is None:
+            return None
+        return e["memory"]["peak_mb_with_checkpointing" if ckpt else "peak_mb_without_checkpointing"]
+
+    fits: dict[str, tuple[bool, bool]] = {}
+    for method in ("full", "lora", "qlora"):
+        plain, ckpt = peak(method, False), peak(method, True)
+        if plain is None:
+            continue
+        fits[method] = (plain <= limit, ckpt is not None and ckpt <= limit)
+        rules.append(Rule(f"{method}_fits_memory", f"{method}'s estimated peak fits in {MEMORY_HEADROOM:.0%} of the "
+                          "available memory", fits[method][0] or fits[method][1],
+                          f"{plain:,.0f} MB ({ckpt:,.0f} MB with gradient checkpointing) of {available_mb:,.0f} MB available"))
+    full_data = examples >= FULL_MIN_EXAMPLES
+    rules.append(Rule("full_needs_large_data", f"full fine-tuning is worth its memory with {FULL_MIN_EXAMPLES:,}+ examples",
+                      full_data, f"{examples:,} examples"))
+    lora_fits = fits.get("lora", (False, False))
+    qlora_only = "qlora" in fits and not any(lora_fits) and any(fits["qlora"])
+    rules.append(Rule("qlora_only_when_lora_does_not_fit", "QLoRA when LoRA does not fit: a quantized base is slower "
+                      "(weights are dequantized every step) and gains nothing on quality", qlora_only,
+                      f"LoRA {'fits' if any(lora_fits) else 'does not fit'}; QLoRA "
+                      f"{'fits' if any(fits.get('qlora', (False, False))) else 'does not fit'}"))
+
+    def within_budget(method: str) -> tuple[bool, str]:
+        e = estimates[method]
+        hours = e["cost"]["device_hours"]
+        money = e["cost"].get("device_cost", e["cost"].get("api_cost"))
+        ok = (budget_hours is None or hours <= budget_hours) and (budget_usd is None or money is None or money <= budget_usd)
+        text = f"{hours * 60:.1f} min" + (f", {money:.2f} USD" if money is not None else "")
+        limits = [f"{budget_hours} h" if budget_hours is not None else None, f"{budget_usd} USD" if budget_usd is not None else None]
+        return ok, text + (f" (budget {' / '.join(x for x in limits if x)})" if any(limits) else " (no budget given)")
+
+    reasons: list[str] = []
+    not_chosen: dict[str, str] = {}
+    decision, ckpt = "prompting", False
+    if prompting_ok:
+        reasons.append(f"prompting already reaches {_pct(best)} {metric} ({variant}), above the target {target:.0%}")
+    elif not enough:
+        reasons.append(f"too little data to fine-tune: {evidence}; collect more, and prompt (few-shot) meanwhile")
+    else:
+        reasons.append(f"prompting reaches only {_pct(best)} {metric} ({variant or 'not measured'}), below the target "
+                       f"{target:.0%}")
+        order = (["full"] if full_data else []) + ["lora", "qlora"]
+        for method in order:
+            if method not in fits:
+                continue
+            plain_fits, ckpt_fits = fits[method]
+            ok, budget_text = within_budget(method)
+            if not (plain_fits or ckpt_fits):
+                not_chosen[method] = f"does not fit: estimated peak {peak(method, True):,.0f} MB even with gradient " \
+                                     f"checkpointing, {limit:,.0f} MB usable"
+                continue
+            if not ok:
+                not_chosen[method] = f"over budget: {budget_text}"
+                continue
+            if method == "qlora" and any(lora_fits):
+                not_chosen[method] = "LoRA fits: QLoRA would only add dequantization time"
+                continue
+            decision, ckpt = method, not plain_fits
+            reasons.append(f"{method} fits: estimated peak {peak(method, ckpt):,.0f} MB of {available_mb:,.0f} MB"
+                           + (" with gradient checkpointing" if ckpt else ""))
+            reasons.append(f"estimated training time {budget_text}")
+            break
+        if decision == "prompting":
+            reasons.append("no fine-tuning method fits the memory and budget; prompt, or lower the batch size / "
+                           "sequence length, or use a smaller model")
+        if format_gap:
+            reasons.append("the output format must be exact and prompting does not hold it: fine-tuning teaches it")
+    for method in ("full", "lora", "qlora"):
+        if method == decision or method in not_chosen or method not in fits:
+            continue
+        if prompting_ok:
+            not_chosen[method] = "not needed: prompting reaches the target"
+        elif not enough:
+            not_chosen[method] = "not enough data yet"
+        elif method == "full" and not full_data:
+            not_chosen[method] = f"only {examples:,} examples: adapters match full fine-tuning below {FULL_MIN_EXAMPLES:,}, " \
+                                 f"at {peak('full', False):,.0f} MB instead of {peak('lora', False) or 0:,.0f} MB"
+        elif method == "qlora":
+            not_chosen[method] = "LoRA fits: QLoRA would only add dequantization time"
+        elif decision != "prompting":
+            not_chosen[method] = f"{decision} is preferred"
+    if decision != "prompting":
+        not_chosen.setdefault("prompting", f"best measured prompting score {_pct(best)} {metric} is below the target {target:.0%}")
+    return decision, ckpt, reasons, not_chosen, rules
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the whole stage
+
+
+def advise_run(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    task: str | None = None,
+    strict_format: bool | None = None,
+    budget_hours: float | None = None,
+    budget_usd: float | None = None,
+    price_per_hour: float | None = None,
+    api_price_per_1m: float | None = None,
+    target: float = TARGET,
+    sample_size: int = 48,
+    shots: int = 4,
+    calibrate: bool = True,
+    progress: Progress | None = None,
+    generation_progress: Callable[[int], None] | None = None,
+) -> Advice:
+    """Measure, estimate and decide for ``config``; write RUN/advice.json. The data is prepared first if RUN/data has
+    no training split."""
+    from tunewise.data.prepare import load_split
+    from tunewise.decide.baseline import choose_sample, instruction, measure_prompting
+    from tunewise.decide.estimate import DEFAULT_METHODS, estimate_run
+    from tunewise.evaluate.run import load_for_eval
+    from tunewise.models.device import resolve_precision
+    from tunewise.rundir import RunDir, atomic_write_json
+
+    say = progress or (lambda message: None)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    run = RunDir.of(run_dir)
+    if not (run.data / "train.jsonl").is_file():
+        from tunewise.pipeline import prepare_stage
+
+        say("preparing the data")
+        prepare_stage(config, run)
+    train = load_split(run.data, "train")
+    val = load_split(run.data, "val") if (run.data / "val.jsonl").is_file() else []
+    inferred = infer_task(train)
+    info = inferred if task is None else TaskInfo(task, "given", labels=inferred.labels if task == "classification" else None,
+                                                 json_answers=inferred.json_answers, evidence=inferred.evidence)
+    strict = infer_strict_format(info) if strict_format is None else strict_format
+
+    # measured prompting baselines
+    metric = config.eval.metrics[0]
+    say(f"loading the base model to measure prompting on {sample_size} rows")
+    precision = resolve_precision(config.training.bf16, config.training.fp16)
+    model, tokenizer = load_for_eval(config, "base", run, device=precision.device, dtype=precision.dtype)
+    sample = choose_sample(train, val, size=sample_size, shots=shots, seed=config.training.seed, labels=info.labels)
+    text = instruction(info.task, info.labels, strict, info.json_answers)
+    say("generating zero-shot and few-shot answers")
+    variants = measure_prompting(model, tokenizer, sample, config.eval.metrics, text=text,
+                                 max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
+                                 progress=generation_progress)
+    del model
+    label_counts: dict[str, int] = {}
+    for e in train:
+        label_counts[(e.reference or "").strip()] = label_counts.get((e.reference or "").strip(), 0) + 1
+    rare = sorted(l for l in (info.labels or []) if label_counts.get(l, 0) < RARE_LABEL)
+    baselines = {"n": len(sample.rows), "from_val": sample.from_val, "from_train": sample.from_train,
+                 "shots": len(sample.shots), "instruction": text, "metric": metric, "variants": variants,
+                 "rare_labels": [f"{l} ({label_counts.get(l, 0)})" for l in rare]}
+
+    # estimates: memory of every method (meta device), then time of the chosen one from a calibration run
+    say("estimating memory and time of each method")
+    estimate = estimate_run(config, run.root, DEFAULT_METHODS, calibrate=False, price_per_hour=price_per_hour,
+                            api_price_per_1m=api_price_per_1m, progress=progress, write=False)
+    available = estimate["hardware"]["available_mb"]
+    kwargs = dict(task=info, strict_format=strict, examples=estimate["workload"]["examples"], metric=metric,
+                  baselines=baselines, available_mb=available, budget_hours=budget_hours, budget_usd=budget_usd,
+                  target=target)
+    decision, ckpt, reasons, not_chosen, rules = decide(estimates=estimate["methods"], **kwargs)
+    if calibrate and decision != "prompting":
+        say(f"calibrating {decision}: a few real training steps")
+        calibrated = estimate_run(config, run.root, [decision], calibrate=True, price_per_hour=price_per_hour,
+                                  api_price_per_1m=api_price_per_1m, progress=progress, write=False)
+        estimate["methods"][decision] = calibrated["methods"][decision]
+        decision, ckpt, reasons, not_chosen, rules = decide(estimates=estimate["methods"], **kwargs)
+    summary = _summary(decision, ckpt, metric, baselines, estimate)
+    advice = Advice(
+        decision=decision, gradient_checkpointing=ckpt, summary=summary, reasons=reasons, not_chosen=not_chosen,
+        rules=rules,
+        inputs={"task": info.task, "task_source": info.source, "task_evidence": info.evidence, "labels": info.labels,
+                "strict_format": strict, "strict_format_source": "given" if strict_format is not None else "inferred",
+                "usable_examples": estimate["workload"]["examples"], "target": target, "budget_hours": budget_hours,
+                "budget_usd": budget_usd, "price_per_hour": price_per_hour, "api_price_per_1m": api_price_per_1m,
+                "hardware": estimate["hardware"], "device": estimate["device"], "model": config.model},
+        baselines=baselines,
+        estimates=estimate,
+    )
+    atomic_write_json(run.root / "advice.json", advice.to_dict())
+    return advice
+
+
+def _summary(decision: str, ckpt: bool, metric: str, baselines: dict[str, Any], estimate: dict[str, Any]) -> str:
+    variant, best = best_prompting(baselines, metric)
+    if decision == "prompting":
+        return f"Do not fine-tune now: prompt the base model (best measured {metric} {_pct(best)}, {variant})."
+    e = estimate["methods"][decision]
+    minutes = e["time"]["total_s"] / 60
+    return (f"Fine-tune with {decision}{' and gradient checkpointing' if ckpt else ''}: prompting reaches "
+            f"{_pct(best)} {metric} ({variant}); {decision} needs ~{e['memory']['peak_mb'] / 1024:.1f} GB and "
+            f"~{minutes:.1f} min ({e['time']['source']}).")
