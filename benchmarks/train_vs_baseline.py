@@ -117,14 +117,14 @@ def run_tunewise(model_name: str, rows: list[dict], val: list[dict], args: argpa
 
 
 def child(side: str, args: argparse.Namespace) -> None:
-    import resource
-
     rows = load_rows(args.data, args.examples)
     train, val = rows[: args.examples], rows[args.examples : args.examples + 64]
     result = (run_plain if side == "plain" else run_tunewise)(args.model, train, val, args)
     import torch
 
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from tunewise.monitor.memory import peak_rss_mb
+
+    result["peak_rss_mb"] = peak_rss_mb()  # this process's own peak (VmHWM), not inherited at fork
     if torch.cuda.is_available():  # on GPU the memory that matters is the device's
         result["peak_rss_mb"] = torch.cuda.max_memory_allocated() / 2**20
     result["examples"] = len(train) * args.epochs

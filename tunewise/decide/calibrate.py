@@ -306,15 +306,7 @@ def _analyse(method: str, clock: _Clock, plan: list[list[Batch]], warmup: int, *
 
 
 def own_peak_rss_mb() -> float:
-    """Peak RSS (MiB) of this process image: VmHWM on Linux. Unlike ``ru_maxrss`` it does not inherit the parent's
-    RSS at fork (a child of a 3 GB process reports ru_maxrss >= 3 GB however little it uses)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
+    """Peak RSS (MiB) of this process image (VmHWM on Linux): what the monitor reports as peak_rss_mb."""
     from tunewise.monitor.memory import peak_rss_mb
 
     return peak_rss_mb()
