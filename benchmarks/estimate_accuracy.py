@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,19 +26,6 @@ sys.path.insert(0, str(ROOT))
 
 DATA = ROOT / "examples" / "topics" / "topics.jsonl"
 EXAMPLES = {"tiny": 746, "smollm2-135m": 80}  # tiny: all of topics (84 steps), so the run is long enough to time
-
-# ru_maxrss (what train_summary.json reports) includes the parent's RSS at fork, and this parent has calibrated
-# models in-process: the child reports its own high-water mark (VmHWM) as well
-_TRAIN = (
-    "import json, sys\n"
-    "from tunewise.decide.calibrate import own_peak_rss_mb\n"
-    "from tunewise.pipeline import config_of_run\n"
-    "from tunewise.train.run import train_run\n"
-    "config, run = config_of_run(sys.argv[1])\n"
-    "summary = train_run(config, run.root)\n"
-    "print(json.dumps({'own_peak_rss_mb': own_peak_rss_mb()}))\n"
-)
-
 
 def make_config(model: str, method: str, examples: int, out: Path, checkpointing: bool = False) -> Any:
     from tunewise.config import config_from_dict
@@ -57,16 +43,11 @@ def make_config(model: str, method: str, examples: int, out: Path, checkpointing
 
 def measure(run_dir: Path, threads: int) -> dict[str, Any]:
     """Train in a fresh process; return its train_summary.json."""
+    from tunewise.decide.calibrate import train_in_fresh_process
+
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
-    result = subprocess.run([sys.executable, "-c", _TRAIN, str(run_dir)], capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"training {run_dir.name} failed:\n{result.stderr[-3000:]}")
-    summary = json.loads((run_dir / "train_summary.json").read_text(encoding="utf-8"))
-    own = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{\"own_peak_rss_mb")]
-    if own:
-        summary["peak_rss_mb"] = own[-1]["own_peak_rss_mb"]
-    return summary
+    return train_in_fresh_process(run_dir, env=env)
 
 
 def error(estimate: float, measured: float) -> float:

@@ -305,6 +305,26 @@ def _analyse(method: str, clock: _Clock, plan: list[list[Batch]], warmup: int, *
 # the runtime's own memory
 
 
+_TRAIN_CHILD = (
+    "import sys\n"
+    "from tunewise.pipeline import config_of_run\n"
+    "from tunewise.train.run import train_run\n"
+    "config, run = config_of_run(sys.argv[1])\n"
+    "train_run(config, run.root)\n"
+)
+
+
+def train_in_fresh_process(run_dir: str | Path, *, env: dict[str, str] | None = None,
+                           timeout: float | None = None) -> dict[str, Any]:
+    """Train ``run_dir`` in a new Python process and return its train_summary.json: time and peak memory (VmHWM)
+    measured with nothing of this process's models or caches in the way."""
+    result = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, str(run_dir)], capture_output=True, text=True,
+                            env=env, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"training {run_dir} failed:\n{result.stderr[-3000:]}")
+    return json.loads((Path(run_dir) / "train_summary.json").read_text(encoding="utf-8"))
+
+
 def own_peak_rss_mb() -> float:
     """Peak RSS (MiB) of this process image (VmHWM on Linux): what the monitor reports as peak_rss_mb."""
     from tunewise.monitor.memory import peak_rss_mb
