@@ -1,6 +1,5 @@
 """Paired bootstrap intervals and permutation p-values."""
 
-import time
 from functools import partial
 
 import numpy as np
@@ -76,13 +75,6 @@ def test_confidence_level_widens_interval():
     a, b = _scores(n=300, shift=0.02)
     narrow, wide = paired_bootstrap(a, b, confidence=0.8), paired_bootstrap(a, b, confidence=0.99)
     assert wide["ci_low"] < narrow["ci_low"] < narrow["ci_high"] < wide["ci_high"]
-
-
-def test_fast_enough():
-    a, b = _scores(n=1000, shift=0.01)
-    start = time.perf_counter()
-    paired_bootstrap(a, b, n_resamples=10000)
-    assert time.perf_counter() - start < 2.0  # ~0.2 s measured; slack for a busy machine
 
 
 def test_input_errors():
