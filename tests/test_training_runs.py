@@ -204,7 +204,14 @@ def test_two_processes_end_with_identical_weights(tiny_dir: Path, tmp_path: Path
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     assert (run_dir / "model" / "adapter_config.json").is_file()
     # every rank saw its own half of each batch of 8: together 2 x 8 examples a step
-    assert json.loads((run_dir / "train_summary.json").read_text())["epochs"] == pytest.approx(6 * 16 / 192, abs=0.01)
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["epochs"] == pytest.approx(6 * 16 / 192, abs=0.01)
+    # the run's token counts are both ranks' together, in the summary and in metrics.jsonl
+    own = [r["own_trained_tokens"] for r in ranks]
+    assert min(own) > 0 and summary["trained_tokens"] == sum(own) == ranks[1]["trained_tokens"]
+    assert summary["input_tokens"] == sum(r["own_input_tokens"] for r in ranks)
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["trained_tokens"] for r in logged if r["kind"] == "train"][-1] == sum(own)
 
 
 def test_the_last_step_is_evaluated_once(tiny_tokenizer: Any, tmp_path: Path) -> None:

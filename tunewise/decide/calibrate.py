@@ -159,14 +159,10 @@ def calibrate(config: Config, workload: Workload, records: Sequence[dict[str, An
 
     from tunewise.data.example import Example
     from tunewise.models import load_tokenizer
-    from tunewise.models.device import resolve_precision
-    from tunewise.monitor.session import MonitorSession
     from tunewise.rundir import RunDir
-    from tunewise.train.best import GenerationMetric
-    from tunewise.train.methods import get_method, load_base
-    from tunewise.train.run import best_model_tracker, choose_collator, to_dataset, training_arguments
+    from tunewise.train.methods import get_method
+    from tunewise.train.run import build_trainer, load_for_training, training_arguments
     from tunewise.train.tokenize import encode_examples
-    from tunewise.train.trainer import TunewiseTrainer
 
     say = progress or (lambda message: None)
     plan = pick_batches(workload, steps, warmup)
@@ -180,34 +176,19 @@ def calibrate(config: Config, workload: Workload, records: Sequence[dict[str, An
     first_eval = len(workload.eval_batches[0].indices) if workload.eval_batches else 0
     eval_examples = [Example.from_record(r) for r in val_records[:first_eval]]
     val = [e for e in encode_examples(eval_examples, tokenizer, loss_on=loss_on, max_tokens=max_tokens) if e.n_trained > 0]
-    precision = resolve_precision(config.training.bf16, config.training.fp16)
-    dtype = precision.dtype if method.saves_adapter else torch.float32
     say(f"{config.method}: loading the model")
-    model = load_base(config, dtype=dtype, device=precision.device)
-    model.config.use_cache = False
-    model = method.prepare(model, config)
+    model, precision, _dtype = load_for_training(config, method)
     clock = _Clock()
     with tempfile.TemporaryDirectory(prefix="tunewise-calibrate-") as tmp:
-        # set up as tunewise/train/run.py:_train_run sets up a run; only the sampler is sequential
+        # set up as a training run is set up (tunewise/train/run.py); only the sampler is sequential
         run = RunDir.of(tmp)
         calib_config = _calibration_config(config)
         args = training_arguments(calib_config, run.checkpoints, has_eval=bool(val), precision=precision)
         args = dataclasses.replace(args, train_sampling_strategy="sequential", num_train_epochs=1, max_steps=-1,
                                    disable_tqdm=True)
-        session = MonitorSession(calib_config, run)
-        best = best_model_tracker(calib_config, run, has_eval=bool(val))
-        collator, packing = choose_collator(calib_config, method.name, model, tokenizer, train)
-        trainer = TunewiseTrainer(
-            model=model, args=args, train_dataset=to_dataset(train), eval_dataset=to_dataset(val) if val else None,
-            data_collator=collator, processing_class=tokenizer,
-            callbacks=[clock.callback, *([best] if best else []), *session.callbacks],
-        )
-        if best is not None and best.metric != "eval_loss":
-            trainer.generation_metric = GenerationMetric(
-                tokenizer, [e for e in eval_examples if e.reference], best.metric.removeprefix("eval_"),
-                max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
-            )
-        session.attach(trainer)
+        setup = build_trainer(calib_config, run, method.name, model, tokenizer, args, train, val, eval_examples,
+                              callbacks=[clock.callback])
+        trainer, session, packing = setup.trainer, setup.session, setup.packing
         trainer.remove_callback(PrinterCallback)  # calibration prints nothing per step
         trainer.remove_callback(ProgressCallback)
         load_s = time.perf_counter() - started

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -135,8 +136,6 @@ def train_run(
 def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: Sequence[Any]) -> dict[str, Any]:
     from transformers import set_seed
 
-    from tunewise.train.trainer import TunewiseTrainer
-
     run = RunDir.of(run_dir)
     train_file = run.require("data", "train.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`")
     method = get_method(config.method)
@@ -158,13 +157,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     if not train_encoded:
         raise ValueError(f"{train_file} has no example with a trained token; check the data and `training.loss_on`")
 
-    precision = resolve_precision(config.training.bf16, config.training.fp16)
-    # LoRA-style methods keep the frozen base in the half-precision dtype on GPU; full fine-tuning keeps fp32 master
-    # weights and trains under autocast.
-    dtype = precision.dtype if method.saves_adapter else torch.float32
-    model = load_base(config, dtype=dtype, device=precision.device)
-    model.config.use_cache = False
-    model = method.prepare(model, config)
+    model, precision, dtype = load_for_training(config, method)
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable of %s parameters", method.name, f"{trainable:,}", f"{total:,}")
 
@@ -173,27 +166,9 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         if run.metrics.exists() and is_main_process():
             run.metrics.unlink()
         write_fingerprint(config, run)
-    # --- monitor: metrics.jsonl + sinks, guards, live view, Ctrl-C (tunewise/monitor/session.py)
-    session = MonitorSession(config, run, resume=resume)
-    session.adjust_arguments(args)
-    best = best_model_tracker(config, run, has_eval=bool(val_encoded))
-    collator, packing = choose_collator(config, method.name, model, tokenizer, train_encoded)
-    trainer = TunewiseTrainer(
-        model=model,
-        args=args,
-        train_dataset=to_dataset(train_encoded),
-        eval_dataset=to_dataset(val_encoded) if val_encoded else None,
-        data_collator=collator,
-        processing_class=tokenizer,
-        callbacks=[*callbacks, *([best] if best else []), *session.callbacks],
-    )
-    if best is not None and best.metric != "eval_loss":
-        trainer.generation_metric = GenerationMetric(
-            tokenizer, [e for e in val_examples if e.reference][: config.training.eval_generation_examples],
-            best.metric.removeprefix("eval_"), max_new_tokens=config.eval.max_new_tokens,
-            batch_size=config.eval.batch_size,
-        )
-    session.attach(trainer)
+    setup = build_trainer(config, run, method.name, model, tokenizer, args, train_encoded, val_encoded, val_examples,
+                          callbacks=callbacks, resume=resume)
+    trainer, session, best, packing = setup.trainer, setup.session, setup.best, setup.packing
     if checkpoint is not None and best is not None:
         restore_tracker(best, checkpoint)
     started = time.time()
@@ -212,6 +187,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         with atomic_dir(run.model) as tmp:
             trainer.model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
+    trained_tokens, input_tokens = trainer.token_totals()  # all processes together
     history = trainer.state.log_history
     train_losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
@@ -233,10 +209,10 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
                  "early_stopped_at": best.stopped_at} if best else None,
         "packing": packing,
         "train_time_s": round(elapsed, 2),
-        "trained_tokens": trainer.trained_tokens,
-        "input_tokens": trainer.input_tokens,
-        "tokens_per_s": round(trainer.trained_tokens / elapsed, 2) if elapsed else None,
-        "input_tokens_per_s": round(trainer.input_tokens / elapsed, 2) if elapsed else None,
+        "trained_tokens": trained_tokens,
+        "input_tokens": input_tokens,
+        "tokens_per_s": round(trained_tokens / elapsed, 2) if elapsed else None,
+        "input_tokens_per_s": round(input_tokens / elapsed, 2) if elapsed else None,
         "device": precision.device,
         "dtype": str(dtype).replace("torch.", ""),
         "world_size": trainer.args.world_size,
@@ -246,10 +222,64 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         **memory_snapshot(),
     }
     if trainer.args.world_size > 1:  # every rank reports, so a run can show that the replicas stayed identical
-        atomic_write_json(run.root / "ranks" / f"rank-{trainer.args.process_index}.json", summary)
+        own = {"own_trained_tokens": trainer.trained_tokens, "own_input_tokens": trainer.input_tokens}
+        atomic_write_json(run.root / "ranks" / f"rank-{trainer.args.process_index}.json", {**summary, **own})
     if trainer.is_world_process_zero():
         atomic_write_json(run.root / "train_summary.json", summary)
     return summary
+
+
+def load_for_training(config: Config, method: Any) -> tuple[Any, Any, torch.dtype]:
+    """The base model on its device, prepared for ``method`` (adapters added, base frozen, k-bit prepared); returns
+    (model, precision, dtype). LoRA-style methods keep the frozen base in the half-precision dtype on GPU; full
+    fine-tuning keeps fp32 master weights and trains under autocast."""
+    precision = resolve_precision(config.training.bf16, config.training.fp16)
+    dtype = precision.dtype if method.saves_adapter else torch.float32
+    model = load_base(config, dtype=dtype, device=precision.device)
+    model.config.use_cache = False
+    return method.prepare(model, config), precision, dtype
+
+
+@dataclass
+class TrainerSetup:
+    """What :func:`build_trainer` wires together."""
+
+    trainer: Any
+    session: MonitorSession
+    best: BestModel | None
+    packing: bool
+
+
+def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenizer: Any, args: Any,
+                  train: list[Encoded], val: list[Encoded], val_examples: Sequence[Example], *,
+                  callbacks: Sequence[Any] = (), resume: bool = False) -> TrainerSetup:
+    """The TunewiseTrainer of a run: the collator (packing when the model honours it), best-model tracking and early
+    stopping, the monitor (metrics.jsonl + sinks, guards, live view, Ctrl-C: tunewise/monitor/session.py) and, for
+    a best-model metric other than eval_loss, its generation on ``val_examples``. ``callbacks`` come first.
+    Training runs and the estimator's calibration (tunewise/decide/calibrate.py) both build their Trainer here."""
+    from tunewise.train.trainer import TunewiseTrainer
+
+    session = MonitorSession(config, run, resume=resume)
+    session.adjust_arguments(args)
+    best = best_model_tracker(config, run, has_eval=bool(val))
+    collator, packing = choose_collator(config, method, model, tokenizer, train)
+    trainer = TunewiseTrainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(train),
+        eval_dataset=to_dataset(val) if val else None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[*callbacks, *([best] if best else []), *session.callbacks],
+    )
+    if best is not None and best.metric != "eval_loss":
+        trainer.generation_metric = GenerationMetric(
+            tokenizer, [e for e in val_examples if e.reference][: config.training.eval_generation_examples],
+            best.metric.removeprefix("eval_"), max_new_tokens=config.eval.max_new_tokens,
+            batch_size=config.eval.batch_size,
+        )
+    session.attach(trainer)
+    return TrainerSetup(trainer, session, best, packing)
 
 
 def best_model_tracker(config: Config, run: RunDir, *, has_eval: bool) -> BestModel | None:

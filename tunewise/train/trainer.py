@@ -104,16 +104,26 @@ class TunewiseTrainer(Trainer):
                 loss = loss * self.accelerator.num_processes
         return (loss, {}) if return_outputs else loss
 
+    def token_totals(self) -> tuple[int, int]:
+        """(trained, input) tokens of the training so far, summed over all processes (a collective call under DDP:
+        every rank must make it)."""
+        if self.accelerator.num_processes <= 1:
+            return self.trained_tokens, self.input_tokens
+        counts = torch.tensor([self.trained_tokens, self.input_tokens], dtype=torch.int64, device=self.accelerator.device)
+        trained, inputs = self.accelerator.reduce(counts, reduction="sum").tolist()
+        return int(trained), int(inputs)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         now = time.time()
-        if "loss" in logs:  # a training log: add throughput since the previous one
+        if "loss" in logs:  # a training log (every rank makes it): add throughput since the previous one
             since = self._last_log_time or self._train_start
             dt = max(now - since, 1e-9)
-            logs["trained_tokens"] = self.trained_tokens
-            logs["input_tokens"] = self.input_tokens
-            logs["tokens_per_s"] = round((self.trained_tokens - self._last_log_tokens[0]) / dt, 2)
-            logs["input_tokens_per_s"] = round((self.input_tokens - self._last_log_tokens[1]) / dt, 2)
-            self._last_log_time, self._last_log_tokens = now, (self.trained_tokens, self.input_tokens)
+            trained, inputs = self.token_totals()
+            logs["trained_tokens"] = trained
+            logs["input_tokens"] = inputs
+            logs["tokens_per_s"] = round((trained - self._last_log_tokens[0]) / dt, 2)
+            logs["input_tokens_per_s"] = round((inputs - self._last_log_tokens[1]) / dt, 2)
+            self._last_log_time, self._last_log_tokens = now, (trained, inputs)
         if "eval_loss" in logs and self.generation_metric is not None:
             logs[f"eval_{self.generation_metric.metric}"] = self.generation_metric(self.model)
         logs.update(memory_snapshot())
