@@ -145,10 +145,17 @@ def test_cli_estimate_and_advise(topics_config: Any) -> None:
     assert result.exit_code == 0, result.output
     assert "method" in result.output and "lora" in result.output and "full" in result.output and "device" in result.output
     assert (run.root / "estimate.json").is_file()
-    result = runner.invoke(app, ["advise", str(config_file), "--sample", "6", "--shots", "2", "--no-calibrate"])
+    # the config's decide: section gives advise its inputs; an option on the command line wins over it
+    result = runner.invoke(app, ["advise", str(config_file), "decide.sample=9", "decide.shots=2", "decide.calibrate=false",
+                                 "decide.task=generation", "decide.target=0.5", "--sample", "6"])
     assert result.exit_code == 0, result.output
     assert "decision:" in result.output and "rules" in result.output and "not fired" in result.output
-    assert (run.root / "advice.json").is_file()
+    saved = json.loads((run.root / "advice.json").read_text())
+    assert saved["baselines"]["n"] == 6 and saved["baselines"]["shots"] == 2
+    assert (saved["inputs"]["task"], saved["inputs"]["task_source"], saved["inputs"]["target"]) == ("generation", "given", 0.5)
+    result = runner.invoke(app, ["estimate", str(config_file), "decide.methods=[lora]", "decide.calibrate=false"])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads((run.root / "estimate.json").read_text())["methods"]) == ["lora"]
     result = runner.invoke(app, ["advise", str(config_file), "--task", "poetry"])
     assert result.exit_code == 2 and "unknown task" in result.output
     result = runner.invoke(app, ["estimate", str(config_file), "--methods", "magic"])

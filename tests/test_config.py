@@ -37,6 +37,9 @@ def test_defaults_are_valid() -> None:
         ("training.colour=blue", "training.colour", "unknown field"),
         ("eval.metrics=[exact_match, vibes]", "eval.metrics", "allowed:"),
         ("data.split.train=0.5", "data.split", "sum to 1"),
+        ("decide.task=poetry", "decide.task", "'classification', 'extraction'"),
+        ("decide.target=2", "decide.target", "less than or equal to 1"),
+        ("decide.methods=[lora, magic]", "decide.methods", "allowed: full, lora"),
     ],
 )
 def test_invalid_values_name_field_value_and_allowed(override: str, field: str, allowed: str) -> None:
@@ -89,3 +92,9 @@ def test_config_methods_match_the_trainable_registry() -> None:
     from tunewise.train.methods import METHODS as REGISTRY
 
     assert set(METHODS) == set(REGISTRY)
+
+
+def test_a_budget_in_money_needs_a_price() -> None:
+    with pytest.raises(ConfigError, match="decide.budget_usd needs a price"):
+        config_from_dict({}, ["decide.budget_usd=30"])
+    assert config_from_dict({}, ["decide.budget_usd=30", "decide.price_per_hour=2.5"]).decide.budget_usd == 30

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 METHODS = ("full", "lora", "dora", "qlora", "ia3", "prompt")
+TASKS = ("classification", "extraction", "summarisation", "generation", "code", "domain-specific")  # tunewise advise
 """The methods this version trains (kept in step with :data:`tunewise.train.methods.METHODS`, which a test checks)."""
 
 REFUSED_METHODS = {
@@ -234,6 +235,40 @@ class MonitorConfig(_Section):
 # --- end monitor section ---
 
 
+class DecideConfig(_Section):
+    """Inputs of ``tunewise advise`` and ``tunewise estimate`` (each can also be given as a command-line option,
+    which wins); see docs/decide.md."""
+
+    task: Literal[TASKS] | None = Field(  # type: ignore[valid-type]
+        None, description="The task type; null = inferred from the training answers."
+    )
+    strict_format: bool | None = Field(None, description="Outputs must follow a strict format; null = inferred.")
+    target: float = Field(0.9, gt=0, le=1, description="Prompting is enough when its best measured score reaches this.")
+    sample: int = Field(48, gt=0, description="Rows the base model is prompted on (validation first, then unused train rows).")
+    shots: int = Field(4, ge=0, description="Few-shot examples from the training split.")
+    budget_hours: float | None = Field(None, gt=0, description="Most device-hours to spend on training.")
+    budget_usd: float | None = Field(None, gt=0, description="Most money to spend (needs a price).")
+    price_per_hour: float | None = Field(None, gt=0, description="Device price per hour, for the cost estimate.")
+    api_price_per_1m: float | None = Field(None, gt=0, description="API-style training price per 1M trained tokens.")
+    methods: list[str] = Field(default_factory=lambda: ["full", "lora", "qlora"], description="Methods `estimate` compares.")
+    calibrate: bool = Field(True, description="Time a few real training steps (else time from FLOPs).")
+    calibration_steps: int = Field(4, gt=0, description="Timed calibration steps (after one warmup step).")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in METHODS]
+        if unknown or not value:
+            raise ValueError(f"unknown method(s) {unknown}; allowed: {', '.join(METHODS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_needs_price(self) -> "DecideConfig":
+        if self.budget_usd is not None and self.price_per_hour is None and self.api_price_per_1m is None:
+            raise ValueError("decide.budget_usd needs a price: set decide.price_per_hour or decide.api_price_per_1m")
+        return self
+
+
 class Config(_Section):
     name: str = "run"
     output_dir: str = "runs"
@@ -248,6 +283,7 @@ class Config(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    decide: DecideConfig = Field(default_factory=DecideConfig)
 
     @field_validator("method")
     @classmethod

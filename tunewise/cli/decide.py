@@ -113,11 +113,14 @@ def _prepared(cfg: Any, run_dir: Any, say: Callable[[str], None]) -> None:
 def estimate_command(
     config: Path = typer.Argument(..., help="YAML config (or a run directory)"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. training.per_device_train_batch_size=4"),
-    methods: str = typer.Option("full,lora,qlora", help="Comma-separated methods to compare"),
-    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Time a few real training steps (else FLOPs)"),
-    steps: int = typer.Option(4, help="Timed calibration steps (after one warmup step)"),
-    price_per_hour: Optional[float] = typer.Option(None, help="Device price per hour, for the cost column"),
-    api_price_per_1m: Optional[float] = typer.Option(None, "--api-price-per-1m", help="API training price per 1M tokens"),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods to compare [config decide.methods: "
+                                          "full,lora,qlora]"),
+    calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate",
+                                             help="Time a few real training steps, else FLOPs [decide.calibrate: on]"),
+    steps: Optional[int] = typer.Option(None, help="Timed calibration steps after one warmup step [decide.calibration_steps: 4]"),
+    price_per_hour: Optional[float] = typer.Option(None, help="Device price per hour, for the cost column [decide.price_per_hour]"),
+    api_price_per_1m: Optional[float] = typer.Option(None, "--api-price-per-1m",
+                                                     help="API training price per 1M tokens [decide.api_price_per_1m]"),
     examples: Optional[int] = typer.Option(None, help="Without data: number of training examples to assume"),
     seq_len: Optional[int] = typer.Option(None, help="Without data: tokens per example to assume"),
 ) -> None:
@@ -126,8 +129,13 @@ def estimate_command(
     from tunewise.decide.estimate import estimate_run
     from tunewise.pipeline import config_of_run
 
-    names = [m.strip() for m in methods.split(",") if m.strip()]
     cfg, run_dir = cli.guarded(lambda: config_of_run(config, overrides or []))
+    d = cfg.decide
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else d.methods
+    calibrate = d.calibrate if calibrate is None else calibrate
+    steps = d.calibration_steps if steps is None else steps
+    price_per_hour = d.price_per_hour if price_per_hour is None else price_per_hour
+    api_price_per_1m = d.api_price_per_1m if api_price_per_1m is None else api_price_per_1m
     workload = None
     if not cfg.data.path and not (run_dir.data / "train.jsonl").is_file():
         if not (examples and seq_len):
@@ -153,19 +161,25 @@ def advise_command(
     config: Path = typer.Argument(..., help="YAML config (or a run directory)"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
     task: Optional[str] = typer.Option(None, help="classification, extraction, summarisation, generation, code or "
-                                       "domain-specific (default: inferred from the data)"),
+                                       "domain-specific [decide.task; default: inferred from the data]"),
     strict_format: Optional[bool] = typer.Option(None, "--strict-format/--free-format",
-                                                 help="Whether outputs must follow a strict format (default: inferred)"),
-    budget_hours: Optional[float] = typer.Option(None, help="Most device-hours to spend on training"),
-    budget_usd: Optional[float] = typer.Option(None, help="Most money to spend (needs --price-per-hour or --api-price-per-1m)"),
-    price_per_hour: Optional[float] = typer.Option(None, help="Device price per hour"),
-    api_price_per_1m: Optional[float] = typer.Option(None, "--api-price-per-1m", help="API training price per 1M tokens"),
-    target: float = typer.Option(0.9, help="Prompting is enough when its best score reaches this (0-1)"),
-    sample: int = typer.Option(48, help="Rows the base model is prompted on (validation first, then unused training rows)"),
-    shots: int = typer.Option(4, help="Few-shot examples from the training split"),
-    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Time real steps of the chosen method"),
+                                                 help="Whether outputs must follow a strict format [decide.strict_format; "
+                                                 "default: inferred]"),
+    budget_hours: Optional[float] = typer.Option(None, help="Most device-hours to spend on training [decide.budget_hours]"),
+    budget_usd: Optional[float] = typer.Option(None, help="Most money to spend, needs a price [decide.budget_usd]"),
+    price_per_hour: Optional[float] = typer.Option(None, help="Device price per hour [decide.price_per_hour]"),
+    api_price_per_1m: Optional[float] = typer.Option(None, "--api-price-per-1m",
+                                                     help="API training price per 1M tokens [decide.api_price_per_1m]"),
+    target: Optional[float] = typer.Option(None, help="Prompting is enough when its best score reaches this, 0-1 "
+                                           "[decide.target: 0.9]"),
+    sample: Optional[int] = typer.Option(None, help="Rows the base model is prompted on, validation first "
+                                         "[decide.sample: 48]"),
+    shots: Optional[int] = typer.Option(None, help="Few-shot examples from the training split [decide.shots: 4]"),
+    calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate",
+                                             help="Time real steps of the chosen method [decide.calibrate: on]"),
 ) -> None:
-    """Prompting, LoRA, QLoRA or full fine-tuning? Measures, estimates, lists every rule (writes RUN/advice.json)."""
+    """Prompting, LoRA, QLoRA or full fine-tuning? Measures, estimates, lists every rule (writes RUN/advice.json).
+    Every option can be set in the config's `decide:` section instead; an option given here wins."""
     cli = _cli()
     from rich.panel import Panel
     from rich.table import Table
@@ -173,11 +187,13 @@ def advise_command(
     from tunewise.decide.advise import advise_run
     from tunewise.pipeline import config_of_run
 
-    if budget_usd is not None and price_per_hour is None and api_price_per_1m is None:
-        cli.fail("--budget-usd needs a price: give --price-per-hour (device) or --api-price-per-1m")
-    if not 0 < target <= 1:
-        cli.fail(f"--target is a score between 0 and 1, got {target}")
     cfg, run_dir = cli.guarded(lambda: config_of_run(config, overrides or []))
+    d = cfg.decide
+    if (budget_usd or d.budget_usd) is not None and (price_per_hour or d.price_per_hour) is None \
+            and (api_price_per_1m or d.api_price_per_1m) is None:
+        cli.fail("--budget-usd needs a price: give --price-per-hour (device) or --api-price-per-1m")
+    if target is not None and not 0 < target <= 1:
+        cli.fail(f"--target is a score between 0 and 1, got {target}")
     with _working(cli.err_console) as (say, advance):
         advice = cli.guarded(lambda: advise_run(
             cfg, run_dir.root, task=task, strict_format=strict_format, budget_hours=budget_hours, budget_usd=budget_usd,

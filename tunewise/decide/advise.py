@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tunewise.config import Config
+from tunewise.config import TASKS, Config, DecideConfig
 from tunewise.data.example import Example
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classification", "extraction", "summarisation", "generation", "code", "domain-specific")
 MIN_EXAMPLES = {"classification": 100, "extraction": 200, "summarisation": 500, "generation": 500, "code": 1000,
                 "domain-specific": 1000}
 """Usable training examples below which fine-tuning is not advised (tunewise's rule of thumb, stated in the output)."""
@@ -28,7 +27,7 @@ MIN_PER_LABEL = 10  # classification: average training examples per label
 RARE_LABEL = 5  # labels with fewer training examples are reported
 FULL_MIN_EXAMPLES = 10_000
 """Below this many examples adapters match full fine-tuning at a fraction of the memory; full is not advised."""
-TARGET = 0.9  # prompting is enough when its best measured score reaches this
+TARGET = DecideConfig.model_fields["target"].default  # prompting is enough when its best measured score reaches this
 MEMORY_HEADROOM = 0.9  # a method fits when its estimated peak is within this share of the available memory
 
 Progress = Callable[[str], None]
@@ -309,15 +308,15 @@ def advise_run(
     budget_usd: float | None = None,
     price_per_hour: float | None = None,
     api_price_per_1m: float | None = None,
-    target: float = TARGET,
-    sample_size: int = 48,
-    shots: int = 4,
-    calibrate: bool = True,
+    target: float | None = None,
+    sample_size: int | None = None,
+    shots: int | None = None,
+    calibrate: bool | None = None,
     progress: Progress | None = None,
     generation_progress: Callable[[int], None] | None = None,
 ) -> Advice:
     """Measure, estimate and decide for ``config``; write RUN/advice.json. The data is prepared first if RUN/data has
-    no training split."""
+    no training split. An argument left None takes its value from the config's ``decide`` section."""
     from tunewise.data.prepare import load_split
     from tunewise.decide.baseline import choose_sample, instruction, measure_prompting
     from tunewise.decide.estimate import DEFAULT_METHODS, estimate_run
@@ -325,6 +324,17 @@ def advise_run(
     from tunewise.models.device import resolve_precision
     from tunewise.rundir import RunDir, atomic_write_json
 
+    d = config.decide
+    task = d.task if task is None else task
+    strict_format = d.strict_format if strict_format is None else strict_format
+    budget_hours = d.budget_hours if budget_hours is None else budget_hours
+    budget_usd = d.budget_usd if budget_usd is None else budget_usd
+    price_per_hour = d.price_per_hour if price_per_hour is None else price_per_hour
+    api_price_per_1m = d.api_price_per_1m if api_price_per_1m is None else api_price_per_1m
+    target = d.target if target is None else target
+    sample_size = d.sample if sample_size is None else sample_size
+    shots = d.shots if shots is None else shots
+    calibrate = d.calibrate if calibrate is None else calibrate
     say = progress or (lambda message: None)
     if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")

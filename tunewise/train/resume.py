@@ -1,7 +1,7 @@
 """What a checkpoint was trained on, so ``--resume`` refuses to continue a run with other data or settings.
 
 At the start of a fresh training, RUN/checkpoints/fingerprint.json records the sha256 of the training-relevant
-config (everything but eval/monitor settings, the run's name and output folder, and the logging/saving cadence) and
+config (everything but eval/monitor/decide settings, the run's name and output folder, and the logging/saving cadence) and
 of the prepared train/val files. ``--resume`` recomputes both and stops with a message naming what changed.
 """
 
@@ -29,7 +29,7 @@ class ResumeMismatchError(ValueError):
 
 
 def training_settings(config: Config) -> dict[str, Any]:
-    settings = config.model_dump(mode="json", exclude={"name", "output_dir", "eval", "monitor"})
+    settings = config.model_dump(mode="json", exclude={"name", "output_dir", "eval", "monitor", "decide"})
     for key in _FREE_TRAINING_KEYS:
         settings["training"].pop(key, None)
     return settings
