@@ -62,16 +62,20 @@ def test_quantized_weight_bytes_match_bitsandbytes(tiny_dir: Path, bits: int, do
     assert footprint.count_meta_parameters(config, meta, dtype=torch.float32).quantized_bytes == stored
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "ia3"])
-def test_meta_activations_equal_what_autograd_saves_on_cpu(tiny_dir: Path, method: str) -> None:
-    """The meta forward counts exactly the bytes a real padded CPU forward keeps for backward."""
+@pytest.mark.parametrize("method, attention", [("full", "sdpa"), ("lora", "sdpa"), ("ia3", "sdpa"), ("full", "eager"),
+                                               ("lora", "eager")])
+def test_meta_activations_equal_what_autograd_saves_on_cpu(tiny_dir: Path, method: str, attention: str) -> None:
+    """The meta forward counts exactly the bytes a real padded CPU forward keeps for backward (eager attention's
+    heads x seq x seq probabilities included)."""
     from tunewise.train.methods import get_method, load_base
 
     config = _config(tiny_dir, method)
-    _, meta = footprint.build_meta_model(config)
+    base, meta = footprint.build_meta_model(config)
+    base.set_attn_implementation(attention)
     counted = footprint.activations(config, meta, 4, 30, dtype=torch.float32)
     assert counted.source == "meta forward"
     real = get_method(method).prepare(load_base(config, dtype=torch.float32, device="cpu"), config)
+    (real.get_base_model() if hasattr(real, "get_base_model") else real).set_attn_implementation(attention)
     real.train()
     params = {p.untyped_storage().data_ptr() for p in real.parameters()}
     saved: dict[int, int] = {}

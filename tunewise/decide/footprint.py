@@ -272,7 +272,10 @@ def meta_activations(prepared: Any, hf_config: Any, batch: int, seq: int, *, pad
     AttentionInterface.register(_META_ATTENTION, _meta_attention)
     base = prepared.get_base_model() if hasattr(prepared, "get_base_model") else prepared
     previous = base.config._attn_implementation
-    base.set_attn_implementation(_META_ATTENTION)
+    # fused kernels (sdpa, flash) get a stand-in that saves what they save; eager attention runs as it is on meta
+    # tensors, so its heads x seq x seq probabilities are counted as autograd saves them
+    if previous != "eager":
+        base.set_attn_implementation(_META_ATTENTION)
     layers = _decoder_layers(base)
     for module in base.modules():
         module._tunewise_padded = padded
@@ -307,14 +310,20 @@ def meta_activations(prepared: Any, hf_config: Any, batch: int, seq: int, *, pad
         handles.append(layers[0].register_forward_pre_hook(
             lambda m, args, kwargs: layer_input.__setitem__(0, _first_tensor_bytes(args, kwargs)), with_kwargs=True))
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
+    inputs: dict[str, Any] = {"input_ids": ids}
+    if previous == "eager":
+        # a ready 4-D mask: transformers would otherwise read position ids' values to find packed sequences
+        dtype = next(p.dtype for p in base.parameters() if p.is_floating_point())
+        inputs["attention_mask"] = torch.zeros((batch, 1, seq, seq), dtype=dtype, device="meta")
     prepared.train()
     try:
         with _quiet(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            prepared(input_ids=ids, logits_to_keep=1, use_cache=False)
+            prepared(**inputs, logits_to_keep=1, use_cache=False)
     finally:
         for h in handles:
             h.remove()
-        base.set_attn_implementation(previous)
+        if previous != "eager":
+            base.set_attn_implementation(previous)
     return Activations(batch=batch, seq=seq, per_layer=per_layer, outside=outside, layer_input=layer_input[0],
                        source="meta forward")
 
