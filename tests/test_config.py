@@ -98,3 +98,10 @@ def test_a_budget_in_money_needs_a_price() -> None:
     with pytest.raises(ConfigError, match="decide.budget_usd needs a price"):
         config_from_dict({}, ["decide.budget_usd=30"])
     assert config_from_dict({}, ["decide.budget_usd=30", "decide.price_per_hour=2.5"]).decide.budget_usd == 30
+
+
+def test_yaml_off_means_the_word(tmp_path: Path) -> None:
+    assert config_from_dict({}, ["monitor.live=off"]).monitor.live == "off"
+    path = tmp_path / "c.yaml"
+    path.write_text("monitor:\n  live: off\n")
+    assert load_config(path).monitor.live == "off"

@@ -232,6 +232,12 @@ class MonitorConfig(_Section):
     )
     early_stopping: bool = Field(False, description="Stop the run when overfitting is detected (see overfit_patience).")
     plots: bool = Field(True, description="Write RUN/plots/*.png at the end of training.")
+
+    @field_validator("live", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true): `live: off` means the word
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
 # --- end monitor section ---
 
 
