@@ -183,3 +183,32 @@ def test_examples_sharing_a_prefix_do_not_see_each_other(tiny_tokenizer: Any) ->
     start_b = used[0]  # prefix + a's rest
     assert not torch.allclose(first[shared:start_b], second[shared:start_b])
     torch.testing.assert_close(first[start_b:], second[start_b:])
+
+
+def test_rows_are_as_long_as_attention_makes_worthwhile(tiny_tokenizer: Any) -> None:
+    """With the model's attention cost, a row is the batch's longest example, or longer by what sharing the prefix pays
+    for (P + sqrt(P^2 + ratio * P)); the loss stays the padded batch's."""
+    import math
+
+    from tunewise.models.tiny import ensure_tiny_model
+    from tunewise.train.collate import attention_pair_ratio
+    from transformers import AutoConfig
+
+    ratio = attention_pair_ratio(AutoConfig.from_pretrained(ensure_tiny_model()))
+    assert ratio and ratio > 100
+    feats = system_prompt_features(tiny_tokenizer)
+    longest = max(len(f["input_ids"]) for f in feats)
+    unshared = PackCollator(tiny_tokenizer.pad_token_id, row_tokens=1000, share_prefix=False, pair_ratio=ratio)
+    _, rows, used = unshared.plan(feats)
+    assert len(rows) > 1 and max(sum(used[i] for i in row) for row in rows) <= longest  # attention <= padded batch's
+    shared_packer = PackCollator(tiny_tokenizer.pad_token_id, row_tokens=1000, pair_ratio=ratio)
+    shared, rows, used = shared_packer.plan(feats)
+    bound = max(longest, round(shared + math.sqrt(shared**2 + ratio * shared)))
+    widths = [shared + sum(used[i] - shared for i in row) for row in rows]
+    assert max(widths) <= bound < 1000 and any(len(row) > 1 for row in rows)  # the prefix still serves several examples
+    assert PackCollator(tiny_tokenizer.pad_token_id, row_tokens=1000).plan(feats)[1] == [list(range(len(feats)))]
+    for packer in (unshared, shared_packer):
+        model = random_model(tiny_tokenizer)
+        packed, n = sparse_causal_lm_loss(model, packer(feats))
+        padded, m = sparse_causal_lm_loss(model, PadCollator(tiny_tokenizer.pad_token_id)(feats))
+        assert n == m and packed.item() == pytest.approx(padded.item(), rel=1e-5)

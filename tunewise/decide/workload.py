@@ -120,10 +120,11 @@ def shape_batch(features: Sequence[Feature], indices: Sequence[int], packer: Any
 
 
 def packer_for(config: Config, pad_token_id: int = 0) -> Any:
-    from tunewise.train.collate import PackCollator
+    """The collator training packs with (its row length follows the model's config, as in training)."""
+    from tunewise.decide.footprint import model_config
+    from tunewise.train.collate import pack_collator
 
-    return PackCollator(pad_token_id, config.training.packing_row_tokens or config.data.max_tokens,
-                        share_prefix=config.training.share_prefix)
+    return pack_collator(config, pad_token_id, model_config(config.model, trust_remote_code=config.trust_remote_code))
 
 
 def build_workload(config: Config, features: Sequence[Feature], val_features: Sequence[Feature] = (), *,

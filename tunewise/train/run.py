@@ -22,7 +22,7 @@ from tunewise.monitor.record import tracked
 from tunewise.monitor.session import MonitorSession
 from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, is_main_process, read_jsonl
 from tunewise.train.best import BestModel, GenerationMetric
-from tunewise.train.collate import PackCollator, PadCollator, packing_works
+from tunewise.train.collate import PadCollator, pack_collator, packing_works
 from tunewise.train.methods import count_parameters, get_method, load_base
 from tunewise.train.resume import check_resume, write_fingerprint
 from tunewise.train.tokenize import Encoded, encode_examples
@@ -311,8 +311,7 @@ def choose_collator(config: Config, method: str, model: Any, tokenizer: Any, enc
     if method == "prompt":
         log.info("packing is off for prompt tuning (virtual tokens go before each example): padding batches")
         return pad, False
-    packer = PackCollator(tokenizer.pad_token_id, config.training.packing_row_tokens or config.data.max_tokens,
-                          share_prefix=config.training.share_prefix)
+    packer = pack_collator(config, tokenizer.pad_token_id, model.config)
     probe = [{"input_ids": e.input_ids, "labels": e.labels} for e in sorted(encoded[:64], key=len)[:3]]
     if not packing_works(model, packer, probe):
         log.warning("this model attends across packed examples (its attention ignores restarting position ids or "
