@@ -148,7 +148,9 @@ class TrainingConfig(_Section):
         description="Padding-free batches: a batch's examples end to end with restarting position ids, no attention "
         "across examples, the same loss as padded batches (prompt tuning always pads).",
     )
-    packing_row_tokens: int | None = Field(None, gt=0, description="Longest packed row in tokens; null = data.max_tokens.")
+    packing_row_tokens: int | None = Field(
+        None, gt=0, description="Cap on a packed row's length in tokens (below it rows are sized by cost); null = data.max_tokens."
+    )
     share_prefix: bool = Field(
         True, description="With packing: tokens that open every example of a batch (system prompt, template header) "
         "are computed once per row; the loss is unchanged."

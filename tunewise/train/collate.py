@@ -111,15 +111,15 @@ def attention_pair_ratio(model_config: Any) -> float | None:
 class PackCollator:
     """Padding-free batches (module docstring).
 
-    Rows are as long as the batch's longest example, so attention, which runs over whole rows, costs no more than it
-    would on the padded batch. With ``share_prefix`` (the default), tokens that open every example of the batch (a
-    system prompt, the template's header) are computed once per row: each row is ``prefix + rest_1 + rest_2 + ...``,
-    every ``rest_k`` continues the prefix's position ids and attends to the prefix and to itself only (a 4-D mask).
-    The prefix predicts no trained token (:func:`shared_prefix_length`), so the loss and its gradients are those of
-    the unshared batch. Longer rows share a prefix among more examples but cost more attention: with ``pair_ratio``
-    (:func:`attention_pair_ratio`) a row is allowed the length that costs least per example,
-    ``P + sqrt(P**2 + ratio * P)`` for a prefix of ``P`` tokens (the minimum of ``(P + C**2 / ratio) / (C - P)``).
-    ``row_tokens`` caps every row (``pair_ratio=None``: rows fill up to ``row_tokens``).
+    With ``share_prefix`` (the default), tokens that open every example of the batch (a system prompt, the template's
+    header) are computed once per row: each row is ``prefix + rest_1 + rest_2 + ...``, every ``rest_k`` continues
+    the prefix's position ids and attends to the prefix and to itself only (a 4-D mask). The prefix predicts no
+    trained token (:func:`shared_prefix_length`), so the loss and its gradients are those of the unshared batch.
+
+    How many rows: attention runs over whole rows, masked pairs included (CPU kernels do not skip them), so one long
+    row is not free: with ``pair_ratio`` (:func:`attention_pair_ratio`) the collator picks the row count of least
+    estimated cost (:meth:`rows`): fewer rows feed the prefix fewer times and pad less; more rows cost less attention.
+    ``row_tokens`` caps every row.
     """
 
     def __init__(self, pad_token_id: int, row_tokens: int, *, share_prefix: bool = True, min_shared: int = 4,
@@ -130,14 +130,30 @@ class PackCollator:
         self.min_shared = min_shared
         self.pair_ratio = pair_ratio
 
-    def row_length(self, shared: int, longest: int) -> int:
-        """The longest row for a batch whose longest fed example has ``longest`` tokens and shares ``shared``."""
+    def rows(self, rests: Sequence[int], shared: int) -> list[list[int]]:
+        """Examples per row, for examples of ``rests`` tokens after a ``shared`` prefix.
+
+        Without ``pair_ratio``, rows fill up to ``row_tokens``. With it, candidate row lengths from one row per batch
+        down to the longest example are packed (first-fit decreasing) and the plan of least cost is taken:
+        ``rows x width`` tokens through the linear layers plus ``rows x width**2 / pair_ratio`` for attention, where
+        ``width`` includes the prefix and the padding of shorter rows (fewest rows on a tie)."""
+        room = max(self.row_tokens - shared, 1)
         if self.pair_ratio is None:
-            return self.row_tokens
-        best = longest
-        if shared:
-            best = max(best, round(shared + math.sqrt(shared * shared + self.pair_ratio * shared)))
-        return min(best, self.row_tokens)
+            return pack_rows(rests, room)
+        longest, total = max(rests), sum(rests)
+        best: list[list[int]] = []
+        best_cost = math.inf
+        k = 1
+        while True:
+            capacity = min(max(longest, -(-total // k)), room)
+            rows = pack_rows(rests, capacity)
+            width = shared + max(sum(rests[i] for i in row) for row in rows) + 1  # + the last example's last label
+            cost = len(rows) * width * (1 + width / self.pair_ratio)
+            if cost < best_cost:
+                best, best_cost = rows, cost
+            if capacity <= longest or k >= len(rests):
+                return best
+            k = k + 1 if k < 4 else k * 3 // 2
 
     def plan(self, features: Sequence[dict[str, Any]]) -> tuple[int, list[list[int]], list[int]]:
         """(shared prefix length, example indices per row, tokens of each example fed to the model).
@@ -149,8 +165,7 @@ class PackCollator:
         if shared < self.min_shared:
             shared = 0
         last = [last_trained_index(f["labels"]) for f in features]
-        row = self.row_length(shared, max(last) + 1)
-        rows = pack_rows([t - shared for t in last], max(row - shared, 1))
+        rows = self.rows([t - shared for t in last], shared)
         used = list(last)
         for row in rows:
             used[row[-1]] += 1
