@@ -14,8 +14,6 @@ from rich.console import Console
 
 # torchao / bitsandbytes print harmless "Failed to load ..." warnings on import (FIELD-NOTES)
 warnings.filterwarnings("ignore", message=r".*Failed to load.*")
-# peft 0.21 reads model.is_gradient_checkpointing when it loads an adapter; transformers 5.24 renamed it and warns
-warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 console = Console()
