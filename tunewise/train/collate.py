@@ -1,8 +1,9 @@
 """Batching for training.
 
 * :class:`PadCollator` right-pads a batch to its longest row; labels are masked by position (never by pad id).
-* :class:`PackCollator` is the padding-free path (the default): a batch's examples are laid end to end in as few rows
-  as fit, position ids restart at 0 for each example and no attention mask is passed. transformers (>= 5) turns
+* :class:`PackCollator` is the padding-free path (the default): a batch's examples are laid end to end in rows (as
+  many as cost least, :meth:`PackCollator.rows`), position ids restart at 0 for each example and no attention mask
+  is passed. transformers (>= 5) turns
   restarting position ids into a block-diagonal causal mask (``masking_utils.find_packed_sequence_indices``; only
   without a KV cache, i.e. ``use_cache=False``), so no token attends across an example boundary, and the loss equals
   unpacked training on the same batch (tests/test_packing.py). A prefix shared by every example of the batch (the
