@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -284,26 +285,16 @@ def meta_activations(prepared: Any, hf_config: Any, batch: int, seq: int, *, pad
     for i, layer in enumerate(layers):
         handles.append(layer.register_forward_pre_hook(lambda m, a, i=i: current.__setitem__(0, i)))
         handles.append(layer.register_forward_hook(lambda m, a, o: current.__setitem__(0, None)))
-    param_ids = {id(p) for p in prepared.parameters()}
-    per_layer = [0] * len(layers)
-    outside = 0
-    seen: set[int] = set()
-    keep: list[torch.Tensor] = []
+    # what backward needs is what the graph still holds when the forward ends: a tensor saved by a sub-graph that is
+    # dropped during the forward (DoRA detaches its weight norm) is freed, so every saved tensor is recorded by weak
+    # reference and counted only if it is alive at the end, each storage once (views and detached copies share their
+    # source's storage). Meta storages have no data pointer: the StorageImpl's address (_cdata) tells live ones apart.
+    param_storages = {p.untyped_storage()._cdata for p in prepared.parameters()}
+    saved: list[tuple[weakref.ref, int | None]] = []
     layer_input = [0]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal outside
-        # views share their base's storage: count each storage once, as a storage-level measurement would
-        root = t._base if t._base is not None else t
-        if id(root) in param_ids or id(t) in param_ids or isinstance(root, torch.nn.Parameter) or id(root) in seen:
-            return t
-        seen.add(id(root))
-        keep.append(root)
-        nbytes = root.numel() * root.element_size()
-        if current[0] is None:
-            outside += nbytes
-        else:
-            per_layer[current[0]] += nbytes
+        saved.append((weakref.ref(t), current[0]))
         return t
 
     if layers:
@@ -318,12 +309,28 @@ def meta_activations(prepared: Any, hf_config: Any, batch: int, seq: int, *, pad
     prepared.train()
     try:
         with _quiet(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            prepared(**inputs, logits_to_keep=1, use_cache=False)
+            output = prepared(**inputs, logits_to_keep=1, use_cache=False)  # keeps the graph alive while counting
     finally:
         for h in handles:
             h.remove()
         if previous != "eager":
             base.set_attn_implementation(previous)
+    per_layer = [0] * len(layers)
+    outside = 0
+    counted: set[int] = set()
+    for ref, layer in saved:
+        t = ref()
+        if t is None:
+            continue
+        storage = t.untyped_storage()
+        if storage._cdata in param_storages or storage._cdata in counted:
+            continue
+        counted.add(storage._cdata)
+        if layer is None:
+            outside += storage.nbytes()
+        else:
+            per_layer[layer] += storage.nbytes()
+    del output
     return Activations(batch=batch, seq=seq, per_layer=per_layer, outside=outside, layer_input=layer_input[0],
                        source="meta forward")
 
