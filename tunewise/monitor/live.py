@@ -43,8 +43,11 @@ def status_text(state: dict[str, Any]) -> str:
         parts.append(f"best eval {state['best_eval'][1]:.4f} @ {state['best_eval'][0]}")
     if state.get("mem"):
         parts.append(state["mem"])
-    if state.get("tps") is not None:
-        parts.append(f"{state['tps']:,.0f} tok/s")
+    if state.get("input_tps") is not None:  # tokens fed per second, and of them the trained (answer) tokens
+        trained = f" ({state['tps']:,.0f} trained)" if state.get("tps") is not None else ""
+        parts.append(f"{state['input_tps']:,.0f} tok/s{trained}")
+    elif state.get("tps") is not None:
+        parts.append(f"{state['tps']:,.0f} trained tok/s")
     if state.get("grad_norm") is not None:
         parts.append(f"grad {state['grad_norm']:.3g}")
     return "  ".join(parts)
@@ -65,6 +68,7 @@ class ViewState:
         if record.get("kind") == "train":
             v["loss"], v["lr"] = number(record.get("loss")), number(record.get("learning_rate"))
             v["grad_norm"], v["tps"] = number(record.get("grad_norm")), number(record.get("tokens_per_s"))
+            v["input_tps"] = number(record.get("input_tokens_per_s"))
             self.eta_s = number(record.get("eta_s"))
         if record.get("kind") == "eval":
             loss = number(record.get("eval_loss"))
