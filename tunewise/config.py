@@ -262,6 +262,13 @@ class DecideConfig(_Section):
     calibrate: bool = Field(True, description="Time a few real training steps (else time from FLOPs).")
     calibration_steps: int = Field(4, gt=0, description="Timed calibration steps (after one warmup step).")
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _known_task(cls, value: Any) -> Any:
+        if value is not None and value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; allowed: {', '.join(repr(t) for t in TASKS)} or null (inferred)")
+        return value
+
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:

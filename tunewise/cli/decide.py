@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -110,6 +111,11 @@ def _prepared(cfg: Any, run_dir: Any, say: Callable[[str], None]) -> None:
     prepare_stage(cfg, run_dir)
 
 
+def _decide_options(**options: Any) -> list[str]:
+    """Command-line options given (not None) as overrides of the config's decide: section, e.g. decide.target=0.5."""
+    return [f"decide.{name}={json.dumps(value)}" for name, value in options.items() if value is not None]
+
+
 def estimate_command(
     config: Path = typer.Argument(..., help="YAML config (or a run directory)"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. training.per_device_train_batch_size=4"),
@@ -129,13 +135,11 @@ def estimate_command(
     from tunewise.decide.estimate import estimate_run
     from tunewise.pipeline import config_of_run
 
-    cfg, run_dir = cli.guarded(lambda: config_of_run(config, overrides or []))
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    options = _decide_options(methods=names, calibrate=calibrate, calibration_steps=steps, price_per_hour=price_per_hour,
+                              api_price_per_1m=api_price_per_1m)
+    cfg, run_dir = cli.guarded(lambda: config_of_run(config, [*(overrides or []), *options]))
     d = cfg.decide
-    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else d.methods
-    calibrate = d.calibrate if calibrate is None else calibrate
-    steps = d.calibration_steps if steps is None else steps
-    price_per_hour = d.price_per_hour if price_per_hour is None else price_per_hour
-    api_price_per_1m = d.api_price_per_1m if api_price_per_1m is None else api_price_per_1m
     workload = None
     if not cfg.data.path and not (run_dir.data / "train.jsonl").is_file():
         if not (examples and seq_len):
@@ -147,8 +151,8 @@ def estimate_command(
         if workload is None:
             cli.guarded(lambda: _prepared(cfg, run_dir, say))
         report = cli.guarded(lambda: estimate_run(
-            cfg, run_dir.root, names, calibrate=calibrate and workload is None, calibration_steps=steps,
-            price_per_hour=price_per_hour, api_price_per_1m=api_price_per_1m, workload=workload, progress=say,
+            cfg, run_dir.root, d.methods, calibrate=d.calibrate and workload is None, calibration_steps=d.calibration_steps,
+            price_per_hour=d.price_per_hour, api_price_per_1m=d.api_price_per_1m, workload=workload, progress=say,
         ))
     cli.console.print(estimate_table(report, f"{cfg.model}: estimated per method"))
     cli.console.print(parts_table(report))
@@ -187,18 +191,14 @@ def advise_command(
     from tunewise.decide.advise import advise_run
     from tunewise.pipeline import config_of_run
 
-    cfg, run_dir = cli.guarded(lambda: config_of_run(config, overrides or []))
-    d = cfg.decide
-    if (budget_usd or d.budget_usd) is not None and (price_per_hour or d.price_per_hour) is None \
-            and (api_price_per_1m or d.api_price_per_1m) is None:
-        cli.fail("--budget-usd needs a price: give --price-per-hour (device) or --api-price-per-1m")
-    if target is not None and not 0 < target <= 1:
-        cli.fail(f"--target is a score between 0 and 1, got {target}")
+    options = _decide_options(task=task, strict_format=strict_format, budget_hours=budget_hours, budget_usd=budget_usd,
+                              price_per_hour=price_per_hour, api_price_per_1m=api_price_per_1m, target=target,
+                              sample=sample, shots=shots, calibrate=calibrate)
+    # the options become the config's decide: section (validated there, kept in the run's config.yaml)
+    cfg, run_dir = cli.guarded(lambda: config_of_run(config, [*(overrides or []), *options]))
     with _working(cli.err_console) as (say, advance):
         advice = cli.guarded(lambda: advise_run(
-            cfg, run_dir.root, task=task, strict_format=strict_format, budget_hours=budget_hours, budget_usd=budget_usd,
-            price_per_hour=price_per_hour, api_price_per_1m=api_price_per_1m, target=target, sample_size=sample,
-            shots=shots, calibrate=calibrate, progress=say, generation_progress=advance,
+            cfg, run_dir.root, progress=say, generation_progress=advance,
         ))
     console = cli.console
     a = advice.to_dict()
