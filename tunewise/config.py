@@ -280,7 +280,8 @@ class DecideConfig(_Section):
     @model_validator(mode="after")
     def _budget_needs_price(self) -> "DecideConfig":
         if self.budget_usd is not None and self.price_per_hour is None and self.api_price_per_1m is None:
-            raise ValueError("decide.budget_usd needs a price: set decide.price_per_hour or decide.api_price_per_1m")
+            raise ValueError("decide.budget_usd needs a price: set decide.price_per_hour or decide.api_price_per_1m (on the "
+                             "command line: --price-per-hour or --api-price-per-1m)")
         return self
 
 
