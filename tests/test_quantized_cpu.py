@@ -179,3 +179,25 @@ def test_library_warnings_of_incorrect_results_become_guard_warnings(
     assert "silently incorrect" in warned[0]["message"] and "still correct" in warned[0]["message"]
     saved = json.loads(run.summary.read_text(encoding="utf-8"))
     assert any(w["event"] == "library_warning" for w in saved["warnings"])  # what the report shows
+
+
+def test_advise_never_recommends_qlora_that_fails_the_check_here(
+        tiny_dir: Path, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_advise import _decide, _estimates
+    from tunewise.decide.footprint import method_config
+    from tunewise.train import run as train_module
+    from tunewise.train.verify_quantized import check_on_this_machine
+
+    config, run = qlora_run(tmp_path, tiny_dir, data_file, "advise-check")
+    passed = check_on_this_machine(method_config(config, "qlora"), run.root)
+    assert passed["ok"] and "message" not in passed
+    load = train_module.load_base
+    monkeypatch.setattr(train_module, "load_base", lambda *a, **k: (_no_input_gradient(m := load(*a, **k)), m)[1])
+    failed = check_on_this_machine(method_config(config, "qlora"), run.root)
+    assert not failed["ok"] and "quantized training check failed" in failed["message"]
+
+    only_qlora_fits = _estimates(30000, 13000, 4000)
+    assert _decide(estimates=only_qlora_fits, qlora_check=passed)[0] == "qlora"
+    decision, _, _, not_chosen, rules = _decide(estimates=only_qlora_fits, qlora_check=failed)
+    assert decision == "prompting" and "trains wrongly on this machine" in not_chosen["qlora"]
+    assert not {r.id: r for r in rules}["qlora_trains_correctly"].fired

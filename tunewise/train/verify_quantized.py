@@ -242,7 +242,7 @@ def verify_quantized_training(model: Any, batch: dict[str, torch.Tensor], *, see
     return check
 
 
-def probe_batch(collator: Any, features: list[dict[str, Any]], n: int = 4) -> dict[str, torch.Tensor]:
+def probe_batch(collator: Any, features: list[dict[str, Any]], n: int = 2) -> dict[str, torch.Tensor]:
     """The batch the check runs on: the collator training uses, on up to ``n`` of the shortest training examples
     that have a trained token (cheap, and the same batch shape training feeds)."""
     usable = [f for f in features if any(y != -100 for y in f["labels"][1:])]
@@ -250,3 +250,28 @@ def probe_batch(collator: Any, features: list[dict[str, Any]], n: int = 4) -> di
     batch = collator([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in chosen])
     return {k: v for k, v in batch.items()}
 
+
+
+def check_on_this_machine(config: Any, run_dir: Any) -> dict[str, Any]:
+    """Load the base as ``config`` (a qlora config) trains it and run the check on a batch of the run's prepared
+    training data, as a training run would (the automatic fallback included). For ``tunewise advise``, which must not
+    recommend QLoRA where it would train wrongly: {"ok", the numbers, "message" when it fails}."""
+    from tunewise.data.example import Example
+    from tunewise.models import load_tokenizer
+    from tunewise.rundir import RunDir, read_jsonl
+    from tunewise.train.collate import PadCollator
+    from tunewise.train.methods import get_method
+    from tunewise.train.run import load_for_training
+    from tunewise.train.tokenize import encode_examples
+
+    run = RunDir.of(run_dir)
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    records = read_jsonl(run.require("data", "train.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`"))
+    encoded = encode_examples([Example.from_record(r) for r in records[:64]], tokenizer, loss_on=config.training.loss_on,
+                              max_tokens=config.data.max_tokens)
+    model, _, _ = load_for_training(config, get_method(config.method))
+    batch = probe_batch(PadCollator(tokenizer.pad_token_id), [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded])
+    try:
+        return {**verify_quantized_training(model, batch).to_dict()}
+    except QuantizedTrainingError as exc:
+        return {**check_quantized_gradients(model, batch).to_dict(), "ok": False, "message": str(exc)}
