@@ -1,9 +1,9 @@
 """bitsandbytes' packed 4-bit CPU kernel, and why tunewise keeps every 4-bit layer off it.
 
-On CPUs with ``avx512_bf16`` (bitsandbytes >= 0.49 reads the flag once per layer into
+On CPUs with ``avx512_bf16`` (bitsandbytes 0.50.2 reads the flag once per layer, when the layer is built, into
 ``Linear4bit.support_avx512bf16_for_cpu``), a ``Linear4bit`` that runs in eval mode without gradients repacks its
 weights in place for a fused CPU kernel (``bitsandbytes.functional._convert_weight_packed_for_cpu``) and from then on
-multiplies through ``gemv_4bit``. Measured with bitsandbytes 0.50.2 (docs/methods.md, "4-bit on CPU"):
+multiplies through ``gemv_4bit``. Measured with bitsandbytes 0.50.2 (docs/methods.md, "Quantized bases on the CPU"):
 
 * the repacking assumes ``in_features`` is a multiple of the quantization block size (64) and ``out_features`` of
   32: other layers crash (``shape '[96, 1]' is invalid for input of size 144`` on the tiny model);
