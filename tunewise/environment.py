@@ -90,7 +90,8 @@ def package_checks(pins: dict[str, str]) -> list[Check]:
             checks.append(Check("packages", name, f"{version} (tested: {locked})", "note",
                                 f"{INSTALL} installs the tested versions"))
         else:
-            checks.append(Check("packages", name, version + (" (as tested)" if locked else "")))
+            note = " (as tested)" if locked else " (not in the lock: scripts/install.sh picks the build)" if name == "torch" else ""
+            checks.append(Check("packages", name, version + note))
     return checks
 
 
