@@ -12,7 +12,14 @@ from tests.test_train_loss import examples, random_model
 from tunewise.config import config_from_dict
 from tunewise.models.device import resolve_precision
 from tunewise.data.example import Example
-from tunewise.train.collate import PackCollator, PadCollator, pack_rows, packing_works, shared_prefix_length
+from tunewise.train.collate import (
+    PackCollator,
+    PadCollator,
+    pack_rows,
+    packing_problem,
+    packing_works,
+    shared_prefix_length,
+)
 from tunewise.train.run import to_dataset, training_arguments
 from tunewise.train.tokenize import encode_examples
 from tunewise.train.trainer import TunewiseTrainer, sparse_causal_lm_loss
@@ -103,6 +110,24 @@ def test_packing_check_catches_a_model_that_attends_across(tiny_tokenizer: Any) 
 
     features = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5, 6, 7], "labels": [-100, 5, 6, 7]}]
     assert not packing_works(Leaky(), PackCollator(0, 100), features)
+    assert "attends across packed examples" in packing_problem(Leaky(), PackCollator(0, 100), features)
+
+
+def test_packing_check_names_a_layer_whose_numerics_depend_on_the_batch_shape(tiny_tokenizer: Any) -> None:
+    """A layer whose output depends on how many tokens the batch holds (as a kernel that tiles by batch size can) is
+    told apart from attention across examples, and named."""
+    model = random_model(tiny_tokenizer).eval()
+    feats = features(tiny_tokenizer)[:3]
+    packer = PackCollator(tiny_tokenizer.pad_token_id, row_tokens=10_000, share_prefix=False)
+    assert packing_problem(model, packer, feats) is None
+    layer = model.model.layers[1].mlp.down_proj
+    handle = layer.register_forward_hook(lambda module, inputs, output: output * (1 + 1e-2 * inputs[0].shape[:-1].numel()))
+    try:
+        problem = packing_problem(model, packer, feats)
+    finally:
+        handle.remove()
+    assert problem is not None and "model.layers.1.mlp.down_proj (Linear from torch)" in problem
+    assert "depend on the batch shape" in problem and "not attention across examples" in problem
 
 
 def _train(tokenizer: Any, tmp: Path, packing: bool, share_prefix: bool = False) -> list[float]:

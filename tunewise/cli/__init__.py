@@ -27,12 +27,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        from tunewise.environment import tunewise_version
+
+        console.print(f"tunewise {tunewise_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print tunewise's version and exit (`tunewise doctor` for everything else)"),
+) -> None:
+    """Fine-tune language models the way best practice says: decide, prepare, train, watch, evaluate, report."""
+
+
 from tunewise.cli.data import app as data_app  # noqa: E402
 
 app.add_typer(data_app, name="data", help="Prepare, inspect, convert and split datasets.")
 
 # Each further command group lives in its own module with a ``register(app)`` function.
-_COMMAND_MODULES = ("monitor", "ship", "decide")
+_COMMAND_MODULES = ("monitor", "ship", "decide", "doctor")
 
 
 def _register_command_modules() -> None:

@@ -175,8 +175,11 @@ def decide(
     budget_hours: float | None = None,
     budget_usd: float | None = None,
     target: float = TARGET,
+    qlora_check: dict[str, Any] | None = None,
 ) -> tuple[str, bool, list[str], dict[str, str], list[Rule]]:
-    """Apply the rules. Returns (decision, gradient checkpointing, reasons, why each other option was not chosen, rules)."""
+    """Apply the rules. Returns (decision, gradient checkpointing, reasons, why each other option was not chosen, rules).
+    ``qlora_check``: the quantized-training check run on this machine (tunewise/train/verify_quantized.py), when
+    QLoRA was a candidate; QLoRA is never chosen where it failed."""
     rules: list[Rule] = []
     limit = available_mb * MEMORY_HEADROOM
     variant, best = best_prompting(baselines, metric)
@@ -230,6 +233,13 @@ def decide(
                       f"LoRA {'fits' if any(lora_fits) else 'does not fit'}; QLoRA "
                       f"{'fits' if any(fits.get('qlora', (False, False))) else 'does not fit'}"))
 
+    qlora_broken = qlora_check is not None and not qlora_check["ok"]
+    if qlora_check is not None:
+        rules.append(Rule("qlora_trains_correctly", "QLoRA's gradients through the quantized base match the "
+                          "dequantized base on this machine", not qlora_broken,
+                          f"cosine {qlora_check['cosine']:.4f}, norm ratio {qlora_check['norm_ratio']:.3f} "
+                          f"({qlora_check['path']})"))
+
     def within_budget(method: str) -> tuple[bool, str]:
         e = estimates[method]
         hours = e["cost"]["device_hours"]
@@ -264,6 +274,9 @@ def decide(
                 continue
             if method == "qlora" and any(lora_fits):
                 not_chosen[method] = "LoRA fits: QLoRA would only add dequantization time"
+                continue
+            if method == "qlora" and qlora_broken:
+                not_chosen[method] = f"trains wrongly on this machine: {qlora_check['message']}"  # type: ignore[index]
                 continue
             decision, ckpt = method, not plain_fits
             reasons.append(f"{method} fits: estimated peak {peak(method, ckpt):,.0f} MB of {available_mb:,.0f} MB"
@@ -380,6 +393,13 @@ def advise_run(
                   baselines=baselines, available_mb=available, budget_hours=budget_hours, budget_usd=budget_usd,
                   target=target)
     decision, ckpt, reasons, not_chosen, rules = decide(estimates=estimate["methods"], **kwargs)
+    if decision == "qlora":  # never recommend a quantized base that would train wrongly here
+        from tunewise.decide.footprint import method_config
+        from tunewise.train.verify_quantized import check_on_this_machine
+
+        say("checking on one batch that QLoRA's gradients are right on this machine")
+        kwargs["qlora_check"] = check_on_this_machine(method_config(config, "qlora"), run.root)
+        decision, ckpt, reasons, not_chosen, rules = decide(estimates=estimate["methods"], **kwargs)
     if calibrate and decision != "prompting":
         say(f"calibrating {decision}: a few real training steps")
         calibrated = estimate_run(config, run.root, [decision], calibrate=True, price_per_hour=price_per_hour,

@@ -26,7 +26,14 @@ import numpy as np
 import torch
 
 from tunewise.config import Config
-from tunewise.export.common import MERGED, export_root, load_exported, quiet_quantization_warnings, sample_examples
+from tunewise.export.common import (
+    MERGED,
+    export_problem,
+    export_root,
+    load_exported,
+    quiet_quantization_warnings,
+    sample_examples,
+)
 from tunewise.models import load_model, load_tokenizer
 from tunewise.models.device import describe_device
 from tunewise.rundir import RunDir, atomic_write_json
@@ -186,7 +193,12 @@ def variant_loaders(config: Config, run: RunDir, device: str) -> tuple[dict[str,
         skipped["tuned"] = "no RUN/model: train first (`tunewise train RUN`)"
     for name in VARIANTS[2:]:
         folder = export_root(run) / name
-        if (folder / "config.json").is_file():
+        problem = export_problem(folder) if folder.exists() else None
+        if problem:
+            how = "--merge" if name == MERGED else f"--quantize {name}"
+            skipped[name] = f"incomplete export, skipped ({problem}): export it again with `tunewise export RUN {how}`"
+            log.warning("bench: %s: %s", name, skipped[name])
+        elif folder.exists():
             loaders[name] = lambda folder=folder: (load_exported(folder, device=device, trust_remote_code=trc),
                                                    load_tokenizer(str(folder), trust_remote_code=trc))
         elif name == MERGED:

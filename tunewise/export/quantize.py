@@ -32,7 +32,7 @@ from tunewise.export.common import (
     sample_examples,
 )
 from tunewise.export.quality import measure_quality, quality_change
-from tunewise.models import load_tokenizer
+from tunewise.models import load_model, load_tokenizer
 from tunewise.rundir import RunDir, atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -80,20 +80,20 @@ def source_model_dir(run: RunDir) -> Path:
 
 
 def quantize_model(source: Path, scheme: str, target: Path, *, device: str = "cpu") -> Any:
-    """Load ``source`` quantized with ``scheme`` and save it (safetensors) with its tokenizer into ``target``."""
+    """Load ``source`` quantized with ``scheme`` and save it (safetensors) with its tokenizer into ``target``
+    (written whole or not at all)."""
+    with atomic_dir(target) as tmp:
+        return _quantize_into(source, scheme, tmp, device=device)
+
+
+def _quantize_into(source: Path, scheme: str, folder: Path, *, device: str) -> Any:
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization {scheme!r}; choose from {', '.join(SCHEMES)}")
-    from transformers import AutoModelForCausalLM
-
     quiet_quantization_warnings()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(source), quantization_config=SCHEMES[scheme][1](), device_map={"": device}, dtype=torch.float32,
-        use_safetensors=True,
-    )
+    model = load_model(str(source), quantization_config=SCHEMES[scheme][1](), device=device, dtype=torch.float32)
     tokenizer = load_tokenizer(str(source))
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
     return model
 
 
@@ -142,11 +142,14 @@ def quantize_run(
     for scheme in schemes:
         target = export_root(run) / scheme
         started = time.time()
-        quantize_model(source, scheme, target, device=device)
-        model = load_exported(target, device=device, trust_remote_code=config.trust_remote_code)
-        after = measure_quality(model, tokenizer, examples, **quality)
-        del model
-        size = folder_size(target)
+        # the folder appears only once it is saved, reloads and has been measured: a failure leaves nothing behind
+        # (and an earlier export of the scheme in place)
+        with atomic_dir(target) as tmp:
+            _quantize_into(source, scheme, tmp, device=device)
+            model = load_exported(tmp, device=device, trust_remote_code=config.trust_remote_code)
+            after = measure_quality(model, tokenizer, examples, **quality)
+            del model
+            size = folder_size(tmp)
         report["schemes"][scheme] = {
             "description": SCHEMES[scheme][0],
             "output": str(target),

@@ -55,19 +55,43 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, padding_side: 
 def load_model(
     name: str,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     device: str = "cpu",
     trust_remote_code: bool = False,
     quantization_config: Any = None,
 ) -> Any:
-    """A causal LM in ``dtype`` on ``device``, from safetensors only (pickle checkpoints are refused)."""
+    """A causal LM in ``dtype`` on ``device``, from safetensors only (pickle checkpoints are refused).
+
+    Every model tunewise trains, evaluates, exports, benchmarks or serves is loaded here, so this is the one place
+    where bitsandbytes' 4-bit layers are kept off its packed CPU kernel (tunewise/models/bnb_cpu.py). A folder saved
+    quantized (its config.json has a ``quantization_config``) is placed on ``device`` by ``device_map``, as a model
+    quantized on load is (quantized weights can't be moved with ``.to``)."""
     from transformers import AutoModelForCausalLM
 
+    from tunewise.models.bnb_cpu import keep_off_packed_cpu_kernel
+
+    path = resolve_model(name)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code, "use_safetensors": True}
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
-        kwargs["device_map"] = {"": device if device != "cpu" else "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), **kwargs)
-    if quantization_config is None:
+    placed = quantization_config is not None or saved_quantized(path)
+    if placed:
+        kwargs["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not placed:
         model.to(device)
+    keep_off_packed_cpu_kernel(model)
     return model
+
+
+def saved_quantized(path: str) -> bool:
+    """True for a local model folder whose config.json carries a ``quantization_config`` (a quantized export)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    import json
+
+    try:
+        return "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
+    except ValueError:
+        return False

@@ -44,10 +44,27 @@ def gguf_path() -> Path:
 
 
 def ensure_smollm2(cache_dir: Path | None = None) -> Path:
-    """Return the folder of the converted model, converting it on first use (about a minute on a CPU)."""
+    """Return the folder of the converted model, converting it on first use (about a minute on a CPU).
+
+    Processes that ask at the same time (parallel test workers, two runs) convert once: the conversion holds a file
+    lock beside the folder, and a process that waited finds the folder complete."""
     target = (cache_dir or cache_root() / "models") / NAME
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _complete(target):
         return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{NAME}.lock")):
+        if not _complete(target):
+            _convert(target)
+    return target
+
+
+def _complete(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+
+
+def _convert(target: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
@@ -90,4 +107,3 @@ def ensure_smollm2(cache_dir: Path | None = None) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target

@@ -1,5 +1,8 @@
 """Guards that watch a run: NaN/inf loss and exploding gradients stop it, a loss spike warns, overfitting warns (and,
-with early stopping on, stops it).
+with early stopping on, stops it), and a library's warning that results may be silently incorrect (torch's "autograd
+kernel was not registered ... silently incorrect behavior", and the like from bitsandbytes or peft) becomes a guard
+warning; for a quantized base the gradient check (tunewise/train/verify_quantized.py) runs again then, and a failed
+check stops the run.
 
 The NaN guard checks the gradients of every optimizer step *before* the optimizer applies them (the Trainer's
 ``on_pre_optimizer_step``), so the weights, and any checkpoint saved later, never hold a NaN: the run stops with the
@@ -11,10 +14,13 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import statistics
+import warnings
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from transformers import TrainerCallback
@@ -83,6 +89,49 @@ def grads_finite(model: Any, parameters: list[torch.Tensor] | None = None) -> bo
     return not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
 
+# what libraries say when a result may be wrong without an error: torch's autograd fallback ("an autograd kernel was
+# not registered ... This may lead to silently incorrect behavior"), "incorrect results/gradients" notes, and the
+# like. Deprecations and performance notes do not match.
+INCORRECT_RESULTS = re.compile(
+    r"silently incorrect|incorrect (?:result|behaviou?r|gradient|output)s?|wrong (?:result|gradient|output)s?|"
+    r"autograd kernel was not registered|gradients? (?:will|may|might) (?:be )?(?:wrong|incorrect|not be computed)",
+    re.IGNORECASE,
+)
+
+
+class LibraryWarnings:
+    """Collects, while :meth:`capturing`, the Python warnings whose text matches :data:`INCORRECT_RESULTS` (each text
+    once); every other warning goes on to be shown as usual. Such a warning is shown every time within the block
+    (Python's default shows a warning once per code location, so a repeat would be missed)."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+        self.seen: set[str] = set()
+
+    @contextmanager
+    def capturing(self) -> Iterator["LibraryWarnings"]:
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+            warnings.filterwarnings("always", message=r"(?s).*(" + INCORRECT_RESULTS.pattern + ")")
+
+            def showwarning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                            line: str | None = None) -> None:
+                text = str(message)
+                if INCORRECT_RESULTS.search(text):
+                    if text not in self.seen:
+                        self.seen.add(text)
+                        self.pending.append(f"{category.__name__}: {text}")
+                    return
+                shown(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = showwarning
+            yield self
+
+    def take(self) -> list[str]:
+        pending, self.pending = self.pending, []
+        return pending
+
+
 class Guards(TrainerCallback):
     """The callback: put it after :class:`MetricsWriter` so a record is on disk before a guard acts on it."""
 
@@ -96,6 +145,16 @@ class Guards(TrainerCallback):
         self.warnings: list[dict[str, Any]] = []
         self.quiet = False  # True while a rich live view shows the warnings itself
         self.stopped: dict[str, Any] | None = None
+        self.library = LibraryWarnings()
+        # re-checks that the run still computes correct gradients (set for quantized bases by
+        # tunewise.train.run.guard_quantized_training); raises ValueError with the reason when it does not
+        self.verify: Callable[[], Any] | None = None
+
+    @contextmanager
+    def watching_libraries(self) -> Iterator[None]:
+        """Around training: library warnings of incorrect results are collected for :meth:`on_step_end`."""
+        with self.library.capturing():
+            yield
 
     def _stop(self, args: Any, state: Any, event: str, what: str, step: int) -> None:
         checkpoint = last_checkpoint_name(args.output_dir)
@@ -123,6 +182,38 @@ class Guards(TrainerCallback):
         # a checkpoint is only saved right after a log, so the guards see every step's loss before any save
         if control.should_save:
             control.should_log = True
+        self._library_warnings(args, state)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._library_warnings(args, state)
+
+    def _library_warnings(self, args: Any, state: Any) -> None:
+        texts = self.library.take()
+        if not texts:
+            return
+        step = state.global_step
+        check = None
+        if self.verify is not None:
+            try:
+                check = self.verify()
+            except ValueError as exc:  # the gradient check shows the results are wrong: stop before saving them
+                self.writer.emit("warning", event="library_warning", message=texts[0][:500])
+                self._stop_wrong(args, step, str(exc))
+            finally:
+                self.library.take()  # what the check itself made the libraries say is the same finding
+        verdict = (f"tunewise re-checked the quantized base's gradients: still correct (cosine {check.cosine:.6f})"
+                   if check is not None else "check the run's results (eval/, the loss curve) before relying on it")
+        for text in texts:
+            self._warn("library_warning", f"a library warned during training (step {step}) that results may be "
+                       f"incorrect: {text[:300]}; {verdict}")
+
+    def _stop_wrong(self, args: Any, step: int, reason: str) -> None:
+        checkpoint = last_checkpoint_name(args.output_dir)
+        kept = f"; the last checkpoint, {checkpoint}, was saved before it" if checkpoint else ""
+        message = f"training stopped at step {step}: {reason}{kept}"
+        self.stopped = {"reason": "incorrect_gradients", "step": step, "message": message}
+        self.writer.emit("error", event="incorrect_gradients", message=message)
+        raise TrainingStopped(message)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         # with fp16 the grad scaler skips steps with inf gradients by design; the logged loss is checked instead

@@ -9,7 +9,8 @@ session started). By kind:
   ``input_tokens_per_s``, ``eta_s``.
 * ``eval``: ``eval_loss`` and any other ``eval_*`` metric the Trainer reports.
 * ``summary``: the Trainer's end-of-training numbers (``train_runtime``, ``train_loss_mean``, ...).
-* ``warning`` / ``error``: a guard's finding: ``event`` (``loss_spike``, ``overfitting``, ``nan``, ``grad_norm``),
+* ``warning`` / ``error``: a guard's finding: ``event`` (``loss_spike``, ``overfitting``, ``library_warning``,
+  ``nan``, ``grad_norm``, ``incorrect_gradients``),
   ``message``.
 
 Memory fields ``peak_rss_mb`` (and ``cuda_peak_allocated_mb`` / ``cuda_peak_reserved_mb`` on GPU) appear in train,

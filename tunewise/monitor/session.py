@@ -165,7 +165,8 @@ class MonitorSession:
     def watching(self, trainer: Any) -> Iterator["MonitorSession"]:
         restore = self._install_sigint()
         try:
-            yield self
+            with self.guards.watching_libraries():
+                yield self
             if self.canceller.cancelled_step is not None:
                 self.status = "cancelled"
                 raise TrainingCancelled(self._cancel_message(last_checkpoint_name(trainer.args.output_dir)))

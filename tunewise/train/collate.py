@@ -248,34 +248,92 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.
     return inputs
 
 
-@torch.no_grad()
 def packing_works(model: Any, collator: PackCollator, features: Sequence[dict[str, Any]], atol: float | None = None) -> bool:
-    """True when ``model`` gives each example the same logits inside ``collator``'s packed batch as alone.
+    """True when ``model`` gives each example the same logits inside ``collator``'s packed batch as alone."""
+    return packing_problem(model, collator, features, atol) is None
 
-    A model whose attention ignores restarting position ids or 4-D masks (custom code, some attention backends)
-    would let examples attend to each other; training then falls back to padding."""
+
+def _tolerance(model: Any, reference: torch.Tensor, atol: float | None) -> float:
+    # float32 agrees to ~1e-5; bf16/fp16 kernels differ by a few units in the last place of the logits
+    if atol is not None:
+        return atol
+    half = model.get_input_embeddings().weight.dtype != torch.float32
+    return 5e-2 * float(reference.abs().max()) if half else 1e-3
+
+
+@torch.no_grad()
+def packing_problem(model: Any, collator: PackCollator, features: Sequence[dict[str, Any]],
+                    atol: float | None = None) -> str | None:
+    """None when ``model`` gives each example the same logits inside ``collator``'s packed batch as alone; else
+    what differs, in words, telling apart the two causes (training then falls back to padding):
+
+    * a layer whose numerics depend on the batch's shape (the same tokens give other outputs in a batch of another
+      shape, e.g. a kernel that tiles differently): found by running one example alone and twice in one batch, and
+      named (:func:`batch_shape_dependence`);
+    * attention that leaks across examples (it ignores restarting position ids or 4-D masks: custom code, some
+      attention backends), when every layer gives the same outputs whatever the batch shape."""
     features = [f for f in features if len(f["input_ids"]) > 1]
     if len(features) < 2:
-        return True
+        return None
     was_training = model.training
     model.eval()
     try:
-        parameter = model.get_input_embeddings().weight
-        half = parameter.dtype != torch.float32
-        batch = {k: v.to(parameter.device) for k, v in collator(list(features)).items()}
+        device = model.get_input_embeddings().weight.device
+        batch = {k: v.to(device) for k, v in collator(list(features)).items()}
         packed = model(**model_inputs(model, batch), use_cache=False).logits.float()
         shared, rows, used = collator.plan(features)
         for r, row in enumerate(rows):
             at = shared
             for i in row:
                 ids = features[i]["input_ids"][: used[i]]
-                alone = model(input_ids=torch.tensor([ids], device=parameter.device), use_cache=False).logits[0].float()
+                alone = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0].float()
                 got = torch.cat([packed[r, :shared], packed[r, at : at + len(ids) - shared]])
-                # float32 agrees to ~1e-5; bf16/fp16 kernels differ by a few units in the last place of the logits
-                tolerance = atol if atol is not None else (5e-2 * float(alone.abs().max()) if half else 1e-3)
-                if not torch.allclose(got, alone, atol=tolerance, rtol=1e-3):
-                    return False
+                if not torch.allclose(got, alone, atol=_tolerance(model, alone, atol), rtol=1e-3):
+                    layer = batch_shape_dependence(model, ids)
+                    if layer:
+                        return (f"the numerics of {layer} depend on the batch shape (the same tokens give other "
+                                "outputs alone and in a batch of two), so packed and unpacked batches train "
+                                "differently; this is the layer type, not attention across examples")
+                    return ("this model attends across packed examples (its attention ignores restarting position "
+                            "ids or 4-D masks)")
                 at += len(ids) - shared
-        return True
+        return None
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def batch_shape_dependence(model: Any, ids: Sequence[int]) -> str | None:
+    """The first layer (in call order) whose output for ``ids`` alone differs from its output for the same row in a
+    batch of two identical rows, as ``"name (Class from library)"``; None when no layer's output depends on the
+    batch shape. No attention crosses rows of a batch, so a difference here is the layer's own arithmetic."""
+    calls: list[list[tuple[str, torch.Tensor]]] = []  # per forward pass: (module name, its row-0 output) in call order
+
+    def record(name: str) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            tensor = output[0] if isinstance(output, (tuple, list)) else getattr(output, "logits", output)
+            if isinstance(tensor, torch.Tensor) and tensor.dim() >= 2:
+                calls[-1].append((name, tensor[0].detach().float().clone()))
+        return hook
+
+    modules = dict(model.named_modules())
+    handles = [m.register_forward_hook(record(n)) for n, m in modules.items() if n]
+    try:
+        device = model.get_input_embeddings().weight.device
+        one = torch.tensor([list(ids)], device=device)
+        for rows in (one, one.repeat(2, 1)):
+            calls.append([])
+            model(input_ids=rows, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    # relative to each layer's own scale (a layer's outputs may be far smaller than the logits): float32 kernels
+    # agree to ~1e-6 of it whatever the batch shape, half precision to a few units in the last place
+    half = model.get_input_embeddings().weight.dtype != torch.float32
+    relative = 2e-2 if half else 1e-4
+    for (name, alone), (other, batched) in zip(*calls):
+        scale = float(alone.abs().max())
+        if name == other and alone.shape == batched.shape and float((alone - batched).abs().max()) > relative * scale:
+            cls = type(modules[name])
+            return f"{name} ({cls.__name__} from {cls.__module__.split('.')[0]})"
+    return None

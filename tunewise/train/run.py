@@ -22,7 +22,7 @@ from tunewise.monitor.record import tracked
 from tunewise.monitor.session import MonitorSession
 from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, is_main_process, read_jsonl
 from tunewise.train.best import BestModel, GenerationMetric
-from tunewise.train.collate import PadCollator, pack_collator, packing_works
+from tunewise.train.collate import PadCollator, pack_collator, packing_problem
 from tunewise.train.methods import count_parameters, get_method, load_base
 from tunewise.train.resume import check_resume, write_fingerprint
 from tunewise.train.tokenize import Encoded, encode_examples
@@ -208,6 +208,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "best": {"metric": best.metric, "value": best.best_value, "step": best.best_step, "restored": restored,
                  "early_stopped_at": best.stopped_at} if best else None,
         "packing": packing,
+        "quantized_check": setup.quantized_check,
         "train_time_s": round(elapsed, 2),
         "trained_tokens": trained_tokens,
         "input_tokens": input_tokens,
@@ -248,6 +249,7 @@ class TrainerSetup:
     session: MonitorSession
     best: BestModel | None
     packing: bool
+    quantized_check: dict[str, Any] | None = None  # tunewise/train/verify_quantized.py, for quantized bases
 
 
 def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenizer: Any, args: Any,
@@ -263,6 +265,7 @@ def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenize
     session.adjust_arguments(args)
     best = best_model_tracker(config, run, has_eval=bool(val))
     collator, packing = choose_collator(config, method, model, tokenizer, train)
+    quantized_check = guard_quantized_training(model, collator, train, session) if get_method(method).quantized else None
     trainer = TunewiseTrainer(
         model=model,
         args=args,
@@ -279,7 +282,18 @@ def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenize
             batch_size=config.eval.batch_size,
         )
     session.attach(trainer)
-    return TrainerSetup(trainer, session, best, packing)
+    return TrainerSetup(trainer, session, best, packing, quantized_check)
+
+
+def guard_quantized_training(model: Any, collator: Any, train: list[Encoded], session: MonitorSession) -> dict[str, Any]:
+    """Check on one real batch that the quantized base trains correctly (raises QuantizedTrainingError with what to
+    do when not), and let the guards re-check whenever a library warns of incorrect results during training."""
+    from tunewise.train.verify_quantized import probe_batch, verify_quantized_training
+
+    batch = probe_batch(collator, [{"input_ids": e.input_ids, "labels": e.labels} for e in train[:64]])
+    check = verify_quantized_training(model, batch)
+    session.guards.verify = lambda: verify_quantized_training(model, batch)
+    return check.to_dict()
 
 
 def best_model_tracker(config: Config, run: RunDir, *, has_eval: bool) -> BestModel | None:
@@ -313,9 +327,9 @@ def choose_collator(config: Config, method: str, model: Any, tokenizer: Any, enc
         return pad, False
     packer = pack_collator(config, tokenizer.pad_token_id, model.config)
     probe = [{"input_ids": e.input_ids, "labels": e.labels} for e in sorted(encoded[:64], key=len)[:3]]
-    if not packing_works(model, packer, probe):
-        log.warning("this model attends across packed examples (its attention ignores restarting position ids or "
-                    "4-D masks): padding batches instead; set training.packing=false to silence this")
+    problem = packing_problem(model, packer, probe)
+    if problem:
+        log.warning("packing check: %s: padding batches instead; set training.packing=false to silence this", problem)
         return pad, False
     return packer, True
 
