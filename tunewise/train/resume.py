@@ -30,7 +30,7 @@ from transformers.trainer_callback import ExportableState
 from tunewise.config import Config
 from tunewise.monitor.metrics import cut_metrics
 from tunewise.monitor.record import sha256_file
-from tunewise.rundir import RunDir, atomic_write_json, is_main_process
+from tunewise.rundir import RunDir, atomic_write_json, checkpoint_step, complete_checkpoint, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -97,31 +97,6 @@ def check_resume(config: Config, run: RunDir) -> None:
 
 # --------------------------------------------------------------------------------------------------------------------
 # checkpoints: which one to resume from, and what tunewise keeps in it
-
-
-def checkpoint_step(folder: Path) -> int | None:
-    tail = folder.name.rsplit("-", 1)[-1]
-    return int(tail) if folder.name.startswith("checkpoint-") and tail.isdigit() else None
-
-
-def complete_checkpoint(folder: Path) -> bool:
-    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut off (killed)."""
-    try:
-        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def last_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest complete checkpoint-N in ``checkpoints`` (an incomplete newer one is skipped with a warning)."""
-    found = sorted((p for p in Path(checkpoints).glob("checkpoint-*") if checkpoint_step(p) is not None),
-                   key=lambda p: checkpoint_step(p) or 0)
-    for folder in reversed(found):
-        if complete_checkpoint(folder):
-            return folder
-        log.warning("%s is incomplete (the run was stopped while saving it): skipping it", folder)
-    return None
 
 
 def remove_incomplete_checkpoints(checkpoints: Path) -> list[str]:

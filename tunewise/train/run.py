@@ -19,12 +19,13 @@ from tunewise.models.device import resolve_precision
 from tunewise.monitor.memory import memory_snapshot
 from tunewise.monitor.record import tracked
 from tunewise.monitor.session import MonitorSession
-from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, is_main_process, read_jsonl
+from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, is_main_process, last_checkpoint, read_jsonl
+from tunewise.runlock import writing_run
 from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.collate import PadCollator, pack_collator, packing_works
 from tunewise.train.methods import count_parameters, get_method, load_base
-from tunewise.train.resume import (ResumeState, check_resume, last_checkpoint, remove_incomplete_checkpoints,
-                                   restore_checkpoint_state, saved_callback_state, write_fingerprint)
+from tunewise.train.resume import (ResumeState, check_resume, remove_incomplete_checkpoints, restore_checkpoint_state,
+                                   saved_callback_state, write_fingerprint)
 from tunewise.train.tokenize import Encoded, encode_examples
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,8 @@ def train_run(
     Raises :class:`tunewise.monitor.guards.TrainingStopped` when a guard stops the run, and
     :class:`tunewise.monitor.session.TrainingCancelled` (a KeyboardInterrupt) on Ctrl-C, after saving a checkpoint.
     """
-    # --- monitor: run.json status around the whole stage
-    with tracked(run_dir, "train", config):
+    # one writer per run (tunewise/runlock.py), then run.json's status around the whole stage
+    with writing_run(run_dir, "train"), tracked(run_dir, "train", config):
         return _train_run(config, run_dir, resume=resume, callbacks=callbacks)
 
 
@@ -163,6 +164,10 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     try:
         with session.watching(trainer):
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BaseException:
+        if is_main_process():  # a checkpoint cut off by the failure (a full disk) is no checkpoint
+            remove_incomplete_checkpoints(run.checkpoints)
+        raise
     finally:
         gc.unfreeze()
     elapsed = time.time() - started
