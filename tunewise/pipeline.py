@@ -49,10 +49,19 @@ def prepare_stage(config: Config, run: RunDir) -> dict[str, Any]:
 
     # monitor: run.json says "validating" while the data is prepared, "queued" (ready to train) after
     with writing_run(run.root, "prepare"), tracked(run.root, "prepare", config, status="validating", done_status="queued"):
+        check_for_prepare(config)
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
         report = prepare_data(config.data, tokenizer, run.data, loss_on=config.training.loss_on)
         plot_token_histograms(report, str(run.plots / "data_token_lengths.png"))
         return report.to_dict()
+
+
+def check_for_prepare(config: Config) -> None:
+    """Before preparing: the data paths exist and the token limit fits the model (tunewise/preflight.py)."""
+    from tunewise.preflight import check_context, check_paths
+
+    check_paths(config)
+    check_context(config)
 
 
 def compare_stage(config: Config, run: RunDir) -> dict[str, Any]:
@@ -77,6 +86,9 @@ def run_all(config: Config, *, notify: Notify = log.info, eval_progress: Any = N
 
 
 def _run_all(config: Config, notify: Notify, eval_progress: Any) -> dict[str, Any]:
+    from tunewise.preflight import check_config
+
+    check_config(config)  # paths, packages, the model's limits: before anything is written or loaded
     run = init_run(config)
     timings: dict[str, float] = {}
     result: dict[str, Any] = {"run_dir": str(run.root)}
@@ -110,6 +122,9 @@ def _run_stages(config: Config, run: RunDir, result: dict[str, Any], stage: Call
     from tunewise.train.run import train_run
 
     result["data"] = stage("prepare", lambda: prepare_stage(config, run))
+    from tunewise.preflight import check_data_size
+
+    check_data_size(config, run)  # before the baseline evaluation and the training
     if config.eval.baseline:
         result["base"] = stage("eval base", lambda: evaluate_run(config, run.root, "base", progress=eval_progress))
     result["train"] = stage("train", lambda: train_run(config, run.root))

@@ -83,6 +83,9 @@ def prepare(
         console.print(f"wrote {data_dir}/ (train/val/test.jsonl, rejects.jsonl, data_report.json) and {plot}")
 
     def tracked_go() -> None:
+        from tunewise.pipeline import check_for_prepare
+
+        check_for_prepare(cfg)  # data paths and token limit, before anything is written
         if out is not None:
             return go()
         # run.json follows the preparation: validating -> queued, or failed / cancelled with the reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,14 @@ from typing import Any, Sequence
 
 import torch
 
-from tunewise.config import Config
+from tunewise.config import Config, ConfigError
 from tunewise.data.example import Example
 from tunewise.models import load_tokenizer
 from tunewise.models.device import resolve_precision
 from tunewise.monitor.memory import memory_snapshot
 from tunewise.monitor.record import tracked
 from tunewise.monitor.session import MonitorSession
+from tunewise.preflight import check_config
 from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, is_main_process, last_checkpoint, read_jsonl
 from tunewise.runlock import writing_run
 from tunewise.train.best import BestModel, GenerationMetric
@@ -121,8 +123,10 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     checkpoint = last_checkpoint(run.checkpoints) if resume else None
     if resume and checkpoint is None:
         log.warning("no checkpoint in %s: training from the start", run.checkpoints)
+    # before anything slow: what can't work on this model or data, and a changed config or dataset on resume
+    check_config(config, run, data_paths=False, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     if checkpoint is not None:
-        check_resume(config, run)  # before anything slow: a changed config or dataset is refused
+        check_resume(config, run)
         if is_main_process():
             for name in remove_incomplete_checkpoints(run.checkpoints):
                 log.info("removed %s (cut off while it was being saved)", name)
@@ -138,7 +142,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     val_encoded = encode_examples(val_examples, tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
     val_encoded = [e for e in val_encoded if e.n_trained > 0]
     if not train_encoded:
-        raise ValueError(f"{train_file} has no example with a trained token; check the data and `training.loss_on`")
+        raise ConfigError(f"{train_file} has no example with a trained token; check the data and training.loss_on "
+                          f"(now {config.training.loss_on!r})")
 
     model, precision, dtype = load_for_training(config, method)
     trainable, total = count_parameters(model)
