@@ -122,9 +122,9 @@ def _run_stages(config: Config, run: RunDir, result: dict[str, Any], stage: Call
     from tunewise.train.run import train_run
 
     result["data"] = stage("prepare", lambda: prepare_stage(config, run))
-    from tunewise.preflight import check_data_size
+    from tunewise.preflight import check_data
 
-    check_data_size(config, run)  # before the baseline evaluation and the training
+    check_data(config, run)  # before the baseline evaluation and the training
     if config.eval.baseline:
         result["base"] = stage("eval base", lambda: evaluate_run(config, run.root, "base", progress=eval_progress))
     result["train"] = stage("train", lambda: train_run(config, run.root))

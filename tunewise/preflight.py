@@ -6,8 +6,10 @@ unable to work here: ``lora.r: 100000`` on a model whose layers are 96 wide allo
 failed, and ``data.max_tokens`` above the model's context trains on positions the model has no embedding for. Each
 check raises :class:`tunewise.config.ConfigError` naming the field, the value and the limit.
 
-``tunewise run`` checks everything but the data size at its start and the data size once the data is prepared;
-``data prepare`` checks the data paths and the token limit; ``train`` checks everything before it loads the model.
+``tunewise run`` checks everything but the data at its start and the data once it is prepared; ``data prepare``
+checks the data paths and the token limits; ``train`` checks everything before it loads the model. The default
+``data.max_tokens`` (1024) is not held against a shorter context (the tiny test model has 512): the longest prepared
+example is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from tunewise.config import Config, ConfigError
 from tunewise.rundir import RunDir
 
+DEFAULT_MAX_TOKENS = Config.model_fields["data"].default_factory().max_tokens  # type: ignore[misc]
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
 
@@ -106,6 +109,8 @@ def check_context(config: Config, sizes: ModelSizes | None = None) -> None:
         if config.method == "prompt":
             limits.append(("prompt.num_virtual_tokens + data.max_tokens", config.prompt.num_virtual_tokens + config.data.max_tokens))
         for name, value in limits:
+            if name == "data.max_tokens" and value == DEFAULT_MAX_TOKENS:
+                continue  # the default, not a choice: the prepared examples are checked instead (check_data)
             if value is not None and value > context:
                 raise ConfigError(f"{name}={value} is above the context of {config.model!r}: {context} tokens "
                                   f"({sizes.context_key} in its config.json); set it to at most {context}")
@@ -140,9 +145,10 @@ def count_lines(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def check_data_size(config: Config, run: RunDir, world_size: int = 1) -> None:
-    """One optimizer step needs batch x accumulation x processes examples: more than the training data is a mistake
-    (the batch would silently be the whole data, and the effective batch not what the config says)."""
+def check_data(config: Config, run: RunDir, world_size: int = 1, sizes: ModelSizes | None = None) -> None:
+    """The prepared data fits: one optimizer step needs batch x accumulation x processes examples (more than the
+    training data is a mistake: the batch would silently be the whole data, and the effective batch not what the
+    config says), and no prepared example is longer than the model's context."""
     train = run.data / "train.jsonl"
     if not train.is_file():
         return
@@ -158,6 +164,16 @@ def check_data_size(config: Config, run: RunDir, world_size: int = 1) -> None:
             f"{per_step} examples (batch {t.per_device_train_batch_size} x accumulation {t.gradient_accumulation_steps}"
             f"{f' x {world_size} processes' if world_size > 1 else ''}) and the training data has {n}; lower it to "
             f"at most {max(n // (t.per_device_train_batch_size * world_size), 1)}")
+    try:
+        report = json.loads((run.data / "data_report.json").read_text(encoding="utf-8"))
+        longest = max(int(split["total"]["max"]) for split in report["tokens"].values() if split.get("examples"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    sizes = sizes or model_sizes(config.model, config.trust_remote_code)
+    if sizes.context and longest > sizes.context:
+        raise ConfigError(f"data.max_tokens={config.data.max_tokens} let examples of up to {longest} tokens into "
+                          f"{run.data}, above the context of {config.model!r}: {sizes.context} tokens; set "
+                          f"data.max_tokens to at most {sizes.context} and prepare the data again")
 
 
 def check_config(config: Config, run: RunDir | None = None, *, data_paths: bool = True, model: bool = True,
@@ -170,4 +186,4 @@ def check_config(config: Config, run: RunDir | None = None, *, data_paths: bool 
         check_context(config, sizes)
         check_lora_rank(config, sizes)
     if run is not None:
-        check_data_size(config, run, world_size)
+        check_data(config, run, world_size)
