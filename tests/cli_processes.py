@@ -42,6 +42,8 @@ def child(request):
     os.environ.update(request.get("env") or {})
     if request.get("cwd"):
         os.chdir(request["cwd"])
+    if request.get("setup"):  # a test's fault injection (an audit hook), run in the child only
+        exec(compile(request["setup"], "<test setup>", "exec"), {"__name__": "__test_setup__"})
     code = 0
     try:
         cli.app(args=request["args"], prog_name="tunewise", standalone_mode=True)
@@ -62,10 +64,12 @@ for line in sys.stdin:
             child(request)
         print(json.dumps({"pid": pid}), flush=True)
     elif "wait" in request:
-        flags = os.WNOHANG if request.get("nohang") else 0
+        flags = (os.WNOHANG if request.get("nohang") else 0) | os.WUNTRACED
         done, status = os.waitpid(request["wait"], flags)
-        code = None if done == 0 else (os.waitstatus_to_exitcode(status))
-        print(json.dumps({"code": code}), flush=True)
+        if done and os.WIFSTOPPED(status):
+            print(json.dumps({"code": None, "stopped": True}), flush=True)
+        else:
+            print(json.dumps({"code": None if done == 0 else os.waitstatus_to_exitcode(status)}), flush=True)
 """
 
 
@@ -79,15 +83,32 @@ class Command:
     zygote: "Zygote"
     code: int | None = None
 
+    stopped: bool = False
+
     def poll(self) -> int | None:
-        """The exit code (negative: killed by that signal), or None while it runs."""
+        """The exit code (negative: killed by that signal), or None while it runs (or is stopped: ``stopped``)."""
         if self.code is None:
-            self.code = self.zygote._wait(self.pid, nohang=True)
+            reply = self.zygote._ask({"wait": self.pid, "nohang": True})
+            self.code = reply["code"]
+            self.stopped = self.stopped or bool(reply.get("stopped"))
         return self.code
+
+    def wait_stopped(self, timeout: float = 300) -> None:
+        """Wait until the command stops itself (SIGSTOP from a test's setup hook); fails if it exits instead."""
+        deadline = time.time() + timeout
+        while not self.stopped:
+            if self.poll() is not None:
+                raise AssertionError(f"the command exited ({self.code}) before its stop point:\n{self.stderr[-3000:]}")
+            if time.time() > deadline:
+                self.kill()
+                raise TimeoutError(f"tunewise command (pid {self.pid}) did not reach its stop point in {timeout} s")
+            time.sleep(0.02)
 
     def wait(self, timeout: float = 300) -> int:
         deadline = time.time() + timeout
         while self.poll() is None:
+            if self.stopped:
+                raise AssertionError(f"tunewise command (pid {self.pid}) is stopped, not running")
             if time.time() > deadline:
                 self.kill()
                 raise TimeoutError(f"tunewise command (pid {self.pid}) ran over {timeout} s")
@@ -95,12 +116,17 @@ class Command:
         assert self.code is not None
         return self.code
 
-    def kill(self) -> None:
-        """SIGKILL, from the test: no handler in the command runs."""
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` (a stopped command counts as running again: it was killed or continued)."""
+        self.stopped = False
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(self.pid, sig)
         except ProcessLookupError:
             pass
+
+    def kill(self) -> None:
+        """SIGKILL, from the test: no handler in the command runs."""
+        self.signal(signal.SIGKILL)
 
     @property
     def stdout(self) -> str:
@@ -136,14 +162,13 @@ class Zygote:
         self.process.stdin.flush()  # type: ignore[union-attr]
         return self._read()
 
-    def _wait(self, pid: int, nohang: bool) -> int | None:
-        return self._ask({"wait": pid, "nohang": nohang})["code"]
-
-    def start(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Command:
+    def start(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+              setup: str | None = None) -> Command:
+        """Fork ``tunewise ARGS...``; ``setup`` is Python run in the child first (a fault-injection hook)."""
         self.count += 1
         out, err = self.workdir / f"cmd{self.count}.out", self.workdir / f"cmd{self.count}.err"
         reply = self._ask({"args": [str(a) for a in args], "stdout": str(out), "stderr": str(err), "env": env or {},
-                           "cwd": str(cwd) if cwd else None})
+                           "cwd": str(cwd) if cwd else None, "setup": setup})
         return Command(reply["pid"], out, err, self)
 
     def run(self, *args: str, timeout: float = 300, **kwargs: Any) -> Command:
@@ -155,3 +180,41 @@ class Zygote:
         if self.process.poll() is None:
             self.process.stdin.close()  # type: ignore[union-attr]
             self.process.wait(timeout=30)
+
+
+def stop_at_open(path_suffix: str, *, after_step: int | None = None) -> str:
+    """Setup code for :meth:`Zygote.start`: the command stops itself (SIGSTOP) when it opens a file whose path ends
+    with ``path_suffix`` for writing; with ``after_step``, only once metrics.jsonl logs a train step >= it. The test
+    then SIGKILLs it (or sends another signal and SIGCONT): a kill that lands at an exact point (inside a
+    checkpoint's write, after a given step)."""
+    return f"""
+import json, os, signal, sys
+_busy = _done = False
+def _hook(event, args):
+    global _busy, _done
+    if event != "open" or _busy or _done:
+        return
+    path, mode = str(args[0]), str(args[1] or "")
+    if not path.endswith({path_suffix!r}) or not any(c in mode for c in "wax+"):
+        return
+    _busy = True
+    try:
+        if {after_step!r} is not None:
+            steps = [0]
+            metrics = os.path.join(os.path.dirname(path), "metrics.jsonl") if path.endswith("metrics.jsonl") else None
+            for line in open(metrics, encoding="utf-8") if metrics and os.path.exists(metrics) else ():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("kind") == "train":
+                    steps.append(record["step"])
+            if max(steps) < {after_step!r}:
+                return
+        _done = True  # once: a command continued after its stop (SIGCONT) runs on
+        sys.stdout.flush(); sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGSTOP)
+    finally:
+        _busy = False
+sys.addaudithook(_hook)
+"""

@@ -15,8 +15,30 @@ from typing import Any
 EXIT_FAILED = 1  # the run could not finish (disk, memory, a bug); 2 is kept for the user's mistakes
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
+
+
+def is_disk_full(exc: BaseException, path: str | Path | None = None) -> bool:
+    """An OSError with ENOSPC/EDQUOT, or a library's error that carries one in its text (safetensors: "I/O error: No
+    space left on device (os error 28)"); torch's writer says only "file write failed", which counts when ``path``'s
+    disk has less than 1 MiB left."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    if any(marker in text for marker in _DISK_FULL_TEXT):
+        return True
+    if "write failed" in text and path is not None:
+        try:
+            return shutil.disk_usage(_existing(Path(path))).free < 2**20
+        except OSError:
+            return False
+    return False
+
+
+def _existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -33,11 +55,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _free_space(path: str | Path | None) -> str:
-    folder = Path(path) if path else Path.cwd()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
     try:
-        return f"{shutil.disk_usage(folder).free / 2**20:,.0f} MB free"
+        return f"{shutil.disk_usage(_existing(Path(path) if path else Path.cwd())).free / 2**20:,.1f} MB free"
     except OSError:
         return "free space unknown"
 
@@ -61,7 +80,7 @@ def describe(exc: BaseException, *, stage: str | None = None, config: Any = None
         checkpoint = RunDir.of(run_root).last_checkpoint()
         if checkpoint is not None:
             resume = f"; {checkpoint.name} is complete: continue with `tunewise train {run_root} --resume`"
-    if is_disk_full(exc):
+    if is_disk_full(exc, run_root):
         target = getattr(exc, "filename", None) or run_root
         return (f"out of disk space{where} writing {target} ({_free_space(target)}): free some space or set output_dir "
                 f"to a disk with room{resume}")

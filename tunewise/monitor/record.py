@@ -205,7 +205,7 @@ def _record_end(run_root: str | Path, **fields: Any) -> None:
         update_record(run_root, **fields)
         return
     except OSError as exc:
-        if not is_disk_full(exc):
+        if not is_disk_full(exc, run_root):
             logging.getLogger(__name__).warning("could not write %s: %s", record_path(run_root), exc)
             return
     free_after_disk_full(run_root)
