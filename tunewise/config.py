@@ -446,7 +446,8 @@ def format_errors(error: ValidationError) -> str:
             msg = msg[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see examples/ for every field)"
-        shown = "" if isinstance(value, dict) else f" (got {_short(value)})"
+        # a section-wide rule (split ratios) names its values in the message; anything else shows what was given
+        shown = "" if isinstance(value, dict) and err["type"] == "value_error" else f" (got {_short(value)})"
         lines.append(f"{loc}: {msg}{shown}")
     return "invalid config:\n  " + "\n  ".join(lines)
 

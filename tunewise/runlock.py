@@ -166,8 +166,8 @@ def writing_run(run_root: str | Path, command: str, **options: Any) -> Iterator[
         stack.enter_context(writing(run_root, command, **options))
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"output_dir: can't write the run folder {str(run_root)!r} ({reason}); set output_dir to a "
-                          "folder you can write to") from None
+        raise ConfigError(f"output_dir {str(Path(run_root).parent)!r}: can't create or write the run folder {run_root} "
+                          f"({reason}); set output_dir to a folder you can write to") from None
     with stack:
         yield
 

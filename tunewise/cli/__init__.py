@@ -175,7 +175,10 @@ def run(
     from tunewise.config import load_config
     from tunewise.runlock import writing_run
 
+    from tunewise.preflight import check_paths
+
     cfg = guarded(lambda: load_config(config, overrides or []))  # before the libraries load: a bad config fails at once
+    guarded(lambda: check_paths(cfg))  # data files, DeepSpeed config and package
     with ExitStack() as held:
         guarded(lambda: held.enter_context(writing_run(cfg.run_dir, "run")))
         _quiet_libraries()
@@ -216,7 +219,10 @@ def train(
     from tunewise.pipeline import config_of_run
     from tunewise.runlock import writing_run
 
+    from tunewise.preflight import check_paths
+
     cfg, run_dir = guarded(lambda: config_of_run(target, overrides or []))  # before the libraries load
+    guarded(lambda: check_paths(cfg, data=False))  # the DeepSpeed config and package
     with ExitStack() as held:
         # a second writer is refused before anything slow; torchrun workers inherit the lock (tunewise/runlock.py)
         guarded(lambda: held.enter_context(writing_run(run_dir.root, "train")))
