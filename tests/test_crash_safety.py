@@ -271,12 +271,63 @@ sys.addaudithook(_hook)
 """
     failed = zygote.run("train", run, setup=crash)
     assert failed.code == 1
-    lines = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in failed.stderr
-    message = " ".join(failed.stderr[failed.stderr.index("error:"):].split())
+    message = _one_line(failed.stderr)
     assert "train: RuntimeError: simulated failure inside the Trainer" in message
     assert f"the traceback is in {run / 'error.log'}" in message
     assert "simulated failure" in (run / "error.log").read_text() and "Traceback" in (run / "error.log").read_text()
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "failed" and record["error"] == "train: RuntimeError: simulated failure inside the Trainer"
     assert not [p for p in (run / "checkpoints").glob("checkpoint-*") if not (p / "trainer_state.json").is_file()]
+
+
+def test_out_of_memory_names_the_settings_to_lower(zygote: Zygote, project: Path) -> None:
+    config = config_file(project, "oom")
+    ok(zygote.run("data", "prepare", config, "--no-progress"))
+    run = project / "runs" / "oom"
+    oom = """
+import sys
+def _hook(event, args):
+    if event == "open" and str(args[0]).endswith("trainer_state.json") and "w" in str(args[1]):
+        raise MemoryError("simulated: the allocator gave up")
+sys.addaudithook(_hook)
+"""
+    failed = zygote.run("train", run, setup=oom)
+    assert failed.code == 1
+    message = _one_line(failed.stderr)
+    assert message.startswith("error: out of memory during train (simulated: the allocator gave up): lower "
+                              "training.per_device_train_batch_size (now 4;"), message
+    assert "data.max_tokens (now 64)" in message and "error.log" not in message  # not a bug: no traceback file
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("out of memory during train")
+
+
+def _one_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    return " ".join(stderr[stderr.index("error:"):].split())
+
+
+def test_an_end_of_epoch_evaluation_is_in_that_steps_checkpoint(tiny_dir: Path, tmp_path: Path) -> None:
+    """Evaluating per epoch, the Trainer evaluates only after the last step's checkpoint is written: a resume from
+    that checkpoint would never make that evaluation. tunewise evaluates first (tunewise/train/resume.py)."""
+    from tunewise.config import config_from_dict
+    from tunewise.pipeline import init_run, prepare_stage
+    from tunewise.train.run import train_run
+
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reversal_rows(75, seed=5)), encoding="utf-8")
+    config = config_from_dict({
+        "name": "epochs", "output_dir": str(tmp_path / "runs"), "model": str(tiny_dir), "method": "lora",
+        "data": {"path": str(tmp_path / "d.jsonl"), "split": {"train": 0.8, "val": 0.2, "test": 0.0}, "max_tokens": 64},
+        "monitor": {"live": "off", "plots": False},
+        "training": {"epochs": 2, "per_device_train_batch_size": 8, "logging_steps": 1, "save_steps": 8,
+                     "save_total_limit": 3, "learning_rate": 3e-3},
+    })
+    prepare_stage(config, init_run(config))
+    train_run(config, config.run_dir)
+    run = Path(config.run_dir)
+    evals = [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"]
+    assert evals == [8, 16]  # once per epoch, never twice
+    for step in (8, 16):
+        history = json.loads((run / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())["log_history"]
+        assert [h["step"] for h in history if "eval_loss" in h][-1] == step
