@@ -190,6 +190,7 @@ def stop_at_open(path_suffix: str, *, after_step: int | None = None) -> str:
     return f"""
 import json, os, signal, sys
 _busy = _done = False
+_after = {after_step!r}
 def _hook(event, args):
     global _busy, _done
     if event != "open" or _busy or _done:
@@ -199,7 +200,7 @@ def _hook(event, args):
         return
     _busy = True
     try:
-        if {after_step!r} is not None:
+        if _after is not None:
             steps = [0]
             metrics = os.path.join(os.path.dirname(path), "metrics.jsonl") if path.endswith("metrics.jsonl") else None
             for line in open(metrics, encoding="utf-8") if metrics and os.path.exists(metrics) else ():
@@ -209,7 +210,7 @@ def _hook(event, args):
                     continue
                 if record.get("kind") == "train":
                     steps.append(record["step"])
-            if max(steps) < {after_step!r}:
+            if max(steps) < _after:
                 return
         _done = True  # once: a command continued after its stop (SIGCONT) runs on
         sys.stdout.flush(); sys.stderr.flush()

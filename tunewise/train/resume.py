@@ -110,6 +110,16 @@ def remove_incomplete_checkpoints(checkpoints: Path) -> list[str]:
     return sorted(removed)
 
 
+def remove_checkpoints(checkpoints: Path) -> list[str]:
+    """Delete every checkpoint-N and best-N folder (a fresh start); returns their names."""
+    removed = []
+    for folder in sorted(Path(checkpoints).glob("*-*")):
+        if folder.is_dir() and (checkpoint_step(folder) is not None or folder.name.startswith("best-")):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
 class ResumeState(TrainerCallback, ExportableState):
     """Saved in every checkpoint: token totals so far and the length of metrics.jsonl (module docstring). Also makes
     an end-of-epoch evaluation run before the checkpoint of the same step (the Trainer evaluates per epoch only

@@ -26,8 +26,8 @@ from tunewise.runlock import writing_run
 from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.collate import PadCollator, pack_collator, packing_works
 from tunewise.train.methods import count_parameters, get_method, load_base
-from tunewise.train.resume import (ResumeState, check_resume, remove_incomplete_checkpoints, restore_checkpoint_state,
-                                   saved_callback_state, write_fingerprint)
+from tunewise.train.resume import (ResumeState, check_resume, remove_checkpoints, remove_incomplete_checkpoints,
+                                   restore_checkpoint_state, saved_callback_state, write_fingerprint)
 from tunewise.train.tokenize import Encoded, encode_examples
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,11 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
 
     args = training_arguments(config, run.checkpoints, has_eval=bool(val_encoded), precision=precision)
     if checkpoint is None:
-        if run.metrics.exists() and is_main_process():
-            run.metrics.unlink()
+        if is_main_process():
+            run.metrics.unlink(missing_ok=True)
+            stale = remove_checkpoints(run.checkpoints)
+            if stale:  # a later --resume must not continue from another training's checkpoint
+                log.warning("training from the start: removed the previous training's %s", ", ".join(stale))
         write_fingerprint(config, run)
     setup = build_trainer(config, run, method.name, model, tokenizer, args, train_encoded, val_encoded, val_examples,
                           callbacks=callbacks, resume=resume)
