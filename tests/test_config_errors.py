@@ -111,7 +111,6 @@ def generated() -> Iterator[tuple[str, list[str], list[str]]]:
     yield "eval.metrics=[]", ["eval.metrics=[]"], ["eval.metrics"]
     yield "split sums to 1.2", ["data.split.train=0.9"], ["split ratios", "train=0.9"]
     yield "negative split", ["data.split.val=-0.1"], ["split sizes", "val=-0.1"]
-    yield "seed twice", ["training.seed=1", "training.seed=2"], ["training.seed", "given twice"]
     yield "no =", ["training.seed"], ["training.seed", "key=value"]
     yield "empty key", ["=5"], ["=5", "empty key"]
     yield "a section where a value goes", ["training.epochs.x=1"], ["training.epochs", "{'x': 1}"]

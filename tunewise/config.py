@@ -402,11 +402,11 @@ def _parse_scalar(text: str) -> Any:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to a raw config dict (a new dict is returned)."""
+    """Apply ``a.b.c=value`` overrides to a raw config dict (a new dict is returned); a key given twice takes the
+    last value (commands add their options as overrides after the user's)."""
     import copy
 
     result = copy.deepcopy(raw)
-    given: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. training.learning_rate=1e-4")
@@ -414,10 +414,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ConfigError(f"override {item!r} has an empty key")
-        dotted = ".".join(parts)
-        if dotted in given:
-            raise ConfigError(f"override {dotted} is given twice ({given[dotted]!r} and {item!r}): keep one")
-        given[dotted] = item
         node = result
         for part in parts[:-1]:
             child = node.get(part)
@@ -499,7 +495,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping in a YAML config file; a missing, unreadable, binary, empty or non-mapping file is a ConfigError."""
     if not path.is_file():
         what = "is a folder, not a config file" if path.is_dir() else "not found"
-        raise ConfigError(f"config file {str(path)!r} {what}; pass the path of a YAML config such as examples/quickstart.yaml")
+        raise ConfigError(f"config file {str(path)!r} {what}; pass the path of a YAML config such as "
+                          "examples/quickstart.yaml")
     try:
         data = path.read_bytes()
     except OSError as exc:

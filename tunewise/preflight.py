@@ -42,7 +42,8 @@ def check_paths(config: Config, *, data: bool = True) -> None:
         except DataError as exc:
             raise ConfigError(f"data.{attr}: {exc}") from None
         except OSError as exc:
-            raise ConfigError(f"data.{attr}: can't read {value!r} ({exc.strerror}); set it to a data file, folder or glob") from None
+            raise ConfigError(f"data.{attr}: can't read {value!r} ({exc.strerror}); set it to a data file, folder or "
+                              "glob") from None
     deepspeed = config.training.deepspeed
     if deepspeed:
         try:
@@ -104,10 +105,12 @@ def check_context(config: Config, sizes: ModelSizes | None = None) -> None:
     sizes = sizes or model_sizes(config.model, config.trust_remote_code)
     context = sizes.context
     if context:
-        limits = [("data.max_tokens", config.data.max_tokens), ("training.packing_row_tokens", config.training.packing_row_tokens),
+        limits = [("data.max_tokens", config.data.max_tokens),
+                  ("training.packing_row_tokens", config.training.packing_row_tokens),
                   ("eval.max_new_tokens", config.eval.max_new_tokens)]
         if config.method == "prompt":
-            limits.append(("prompt.num_virtual_tokens + data.max_tokens", config.prompt.num_virtual_tokens + config.data.max_tokens))
+            limits.append(("prompt.num_virtual_tokens + data.max_tokens",
+                           config.prompt.num_virtual_tokens + config.data.max_tokens))
         for name, value in limits:
             if name == "data.max_tokens" and value == DEFAULT_MAX_TOKENS:
                 continue  # the default, not a choice: the prepared examples are checked instead (check_data)

@@ -69,7 +69,8 @@ def last_checkpoint(checkpoints: Path, *, warn: bool = True) -> Path | None:
         if complete_checkpoint(folder):
             return folder
         if warn:
-            logging.getLogger(__name__).warning("%s is incomplete (the run was stopped while saving it): skipping it", folder)
+            logging.getLogger(__name__).warning("%s is incomplete (the run was stopped while saving it): skipping it",
+                                                folder)
     return None
 
 

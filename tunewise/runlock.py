@@ -36,7 +36,8 @@ class RunLocked(RuntimeError):
 
     def __init__(self, run_root: Path, holder: dict[str, Any]) -> None:
         self.holder = holder
-        who = (f"pid {holder.get('pid')}" + (f" on {holder['host']}" if holder.get("host") not in (None, socket.gethostname()) else "")
+        elsewhere = holder.get("host") not in (None, socket.gethostname())
+        who = (f"pid {holder.get('pid')}" + (f" on {holder['host']}" if elsewhere else "")
                + (f", `tunewise {holder['command']}`" if holder.get("command") else "")
                + (f", started {holder['started_at']}" if holder.get("started_at") else ""))
         super().__init__(

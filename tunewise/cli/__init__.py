@@ -101,7 +101,8 @@ def guarded(fn: Callable[[], Any], *, stage: str | None = None, config: Any = No
             raise
         message = describe(exc, stage=stage, config=config, run_root=run_root)
         if not (is_disk_full(exc, run_root) or is_out_of_memory(exc)):
-            message += f" (this looks like a bug: the traceback is in {_save_traceback(run_root)}; please report it with that file)"
+            where = _save_traceback(run_root)
+            message += f" (this looks like a bug: the traceback is in {where}; please report it with that file)"
         fail(message, code=EXIT_FAILED)
 
 

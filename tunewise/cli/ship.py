@@ -128,7 +128,8 @@ def serve_command(
     default_max_tokens: int = typer.Option(128, help="Completion tokens when a request does not say"),
     seed: Optional[int] = typer.Option(None, help="Seed of the random split assignment"),
     max_body_mb: float = typer.Option(4.0, "--max-body-mb", help="Largest request body in MB; bigger ones get 413 at once"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Also load adapters saved as pickles (adapter_model.bin): only if you trust them"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle",
+                                      help="Also load adapters saved as pickles (adapter_model.bin): only if you trust them"),
 ) -> None:
     """OpenAI-compatible server (/v1/models, /v1/chat/completions, /v1/completions) with A/B split and logs."""
     cli = _cli()

@@ -195,7 +195,7 @@ def _is_user_error(exc: BaseException) -> bool:
 
 def _record_end(run_root: str | Path, **fields: Any) -> None:
     """Write how a stage ended into run.json even on a full disk: when the write fails for lack of space, free what
-    an interrupted save left behind (cut-off checkpoints, the space reserve) and try once more; never raises (the
+    the interrupted writes left behind (cut-off checkpoints, temporary files) and try once more; never raises (the
     error being reported matters more)."""
     import logging
 
@@ -249,7 +249,6 @@ def process_alive(record: dict[str, Any]) -> bool | None:
     return True
 
 
-
 def writer_alive(run_root: str | Path, record: dict[str, Any] | None = None) -> bool | None:
     """Is a process writing the run now? From its lock (RUN/run.lock, held until the writer dies); for a run
     without one, from the pid in run.json (None when that can't be told: another host)."""
@@ -268,8 +267,8 @@ def mark_interrupted(run_root: str | Path) -> dict[str, Any]:
     from tunewise.runlock import RunLocked, writing
 
     record = read_record(run_root)
-    if record.get("status") not in ACTIVE or writer_alive(run_root, record) is not False:
-        return record
+    if record.get("status") not in ACTIVE or not record.get("pid") or writer_alive(run_root, record) is not False:
+        return record  # not active, never started by a process, or its writer is alive (or can't be checked)
     try:
         with writing(run_root, "runs", wait_s=0.0, quiet=True):  # now the writer ourselves, for the moment
             record = read_record(run_root)
@@ -278,7 +277,8 @@ def mark_interrupted(run_root: str | Path) -> dict[str, Any]:
             run = RunDir.of(run_root)
             checkpoint = last_checkpoint(run.checkpoints, warn=False)
             stage = record.get("stage") or "run"
-            what = f"the {stage} process (pid {record.get('pid')}) stopped without finishing (killed, out of memory, or the machine went down)"
+            what = (f"the {stage} process (pid {record.get('pid')}) stopped without finishing (killed, out of memory, or "
+                    "the machine went down)")
             if checkpoint is not None:
                 todo = f"{checkpoint.name} is complete: continue with `tunewise train {run.root} --resume`"
             elif stage == "prepare":

@@ -173,8 +173,8 @@ def create_app(server: Server) -> FastAPI:
                              "Content-Type: application/json.", code="invalid_json")
         else:
             got = first.get("input")
-            shown = f" (got {json.dumps(got) if isinstance(got, (int, str, type(None))) else repr(got)})" if not isinstance(got, (dict, list)) else ""
-            error = APIError(400, f"Invalid value for '{param}': {first.get('msg')}{shown[:120]}", param=param,
+            shown = "" if isinstance(got, (dict, list)) else f" (got {str(got)[:80]})"  # 2**70, nan, -5, ...
+            error = APIError(400, f"Invalid value for '{param}': {first.get('msg')}{shown}", param=param,
                              code="invalid_value")
         return error_response(request, error)
 

@@ -88,7 +88,8 @@ def check_adapter_files(model_dir: Path, *, allow_pickle: bool = False) -> None:
     """Refuse an adapter folder whose weights are a pickle (``adapter_model.bin``) only, unless ``allow_pickle``."""
     if (model_dir / "adapter_model.safetensors").is_file():
         return
-    pickled = [name for name in ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth") if (model_dir / name).is_file()]
+    pickled = [name for name in ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
+               if (model_dir / name).is_file()]
     if pickled and not allow_pickle:
         raise PickleRefused(
             f"{model_dir / pickled[0]} is a pickle file and {model_dir} has no adapter_model.safetensors: tunewise loads "

@@ -162,7 +162,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     trainer, session, best, packing = setup.trainer, setup.session, setup.best, setup.packing
     if checkpoint is not None:
         restored_state = restore_checkpoint_state(checkpoint, run, trainer)
-        session.writer.start_fields = {k: restored_state[k] for k in ("trained_tokens", "input_tokens") if k in restored_state}
+        session.writer.start_fields = {k: restored_state[k] for k in ("trained_tokens", "input_tokens")
+                                       if k in restored_state}
         if best is not None:
             restore_tracker(best, checkpoint)
     started = time.time()

@@ -146,7 +146,8 @@ class TunewiseTrainer(Trainer):
         if self.accelerator.num_processes <= 1:
             trained, inputs = self.trained_tokens, self.input_tokens
         else:
-            counts = torch.tensor([self.trained_tokens, self.input_tokens], dtype=torch.int64, device=self.accelerator.device)
+            counts = torch.tensor([self.trained_tokens, self.input_tokens], dtype=torch.int64,
+                                  device=self.accelerator.device)
             trained, inputs = self.accelerator.reduce(counts, reduction="sum").tolist()
         return int(trained) + self.token_offset[0], int(inputs) + self.token_offset[1]
 
