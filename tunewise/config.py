@@ -147,7 +147,7 @@ class PromptConfig(_Section):
 
 class TrainingConfig(_Section):
     epochs: Float = Field(1.0, gt=0, le=100_000)
-    max_steps: Int = Field(-1, ge=-1, le=10**9, description="Stop after this many optimizer steps; -1 means run the epochs.")
+    max_steps: Int = Field(-1, le=10**9, description="Stop after this many optimizer steps; -1 means run the epochs.")
     per_device_train_batch_size: Int = Field(8, gt=0)
     per_device_eval_batch_size: Int = Field(16, gt=0)
     gradient_accumulation_steps: Int = Field(1, gt=0)
@@ -205,7 +205,7 @@ class TrainingConfig(_Section):
     @field_validator("max_steps")
     @classmethod
     def _steps_or_epochs(cls, value: int) -> int:
-        if value == 0:
+        if value == 0 or value < -1:  # 0 trained one step and -5 meant "use epochs" before this was checked
             raise ValueError("must be a positive number of optimizer steps, or -1 to train for training.epochs")
         return value
 
