@@ -18,7 +18,10 @@ from tunewise.config import ConfigError, config_from_dict
 # distribution (test perplexity 34 -> 14) but not to reverse words, so prompt tuning's answers don't score yet.
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], str, float]] = {
     "dora": ({}, {"epochs": 1}, "token_f1", 0.2),
-    "rslora": ({"method": "lora", "lora": {"r": 16, "alpha": 4, "dropout": 0.0, "use_rslora": True}}, {"epochs": 1}, "token_f1", 0.2),
+    # rsLoRA scales by alpha / sqrt(r): alpha 16 -> 4. At alpha 4 (scale 1) one epoch learned little and the gain hung
+    # on the data order (+0.12 to +0.25 token F1 over six seeds, -0.02 with seed 42's order since the order of each
+    # epoch is seeded; measured for issue 14); at 16 seed 42 gains +0.36
+    "rslora": ({"method": "lora", "lora": {"r": 16, "alpha": 16, "dropout": 0.0, "use_rslora": True}}, {"epochs": 1}, "token_f1", 0.2),
     "qlora-4bit": ({"method": "qlora", "quantization": {"bits": 4}}, {"epochs": 1}, "token_f1", 0.15),
     "qlora-8bit": ({"method": "qlora", "quantization": {"bits": 8}}, {"epochs": 1}, "token_f1", 0.15),
     "ia3": ({}, {"epochs": 1, "learning_rate": 0.03}, "token_f1", 0.08),

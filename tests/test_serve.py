@@ -185,3 +185,146 @@ def test_only_loopback_addresses() -> None:
     for host in ("0.0.0.0", "192.168.1.10", "example.com"):
         with pytest.raises(ValueError, match="loopback"):
             check_loopback(host)
+
+
+# --- limits (issue 14): request size, numbers out of range, an empty body, trust_remote_code per run, no pickles ---
+
+
+@pytest.fixture(scope="module")
+def limited(served: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The same variants behind a server that accepts bodies of at most 64 KiB."""
+    from tunewise.serve.app import Server, create_app
+    from tunewise.serve.server import BackgroundServer
+
+    log_dir = tmp_path_factory.mktemp("limited-logs")
+    with BackgroundServer(create_app(Server(served["variants"], log_dir, max_tokens=24, max_body_bytes=64 * 1024))) as bg:
+        yield {"url": bg.url, "host": bg.host, "port": bg.port, "logs": log_dir, "tuned": served["tuned"]}
+
+
+def _raw_post(host: str, port: int, head: bytes, body_part: bytes) -> tuple[int, dict[str, Any]]:
+    """Send headers and only the start of a body, then read the answer: a server that waits for the whole body
+    never answers (the socket times out)."""
+    import socket
+
+    with socket.create_connection((host, port), timeout=20) as sock:
+        sock.sendall(head + body_part)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                [h for h in data.split(b"\r\n") if h.lower().startswith(b"content-length:")][0].split(b":")[1]):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(limited: dict[str, Any]) -> None:
+    # Content-Length says 20 MB; only 1 KB is sent: the 413 comes without the rest
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {20 * 2**20}\r\n\r\n").encode()
+    status, body = _raw_post(limited["host"], limited["port"], head, b'{"model": "base", "messages": [' + b" " * 1000)
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    assert "65,536 bytes" in body["error"]["message"] and "--max-body-mb" in body["error"]["message"]
+
+    # no Content-Length (chunked): cut off once the bytes received pass the limit
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "base", "messages": [{"role": "user", "content": "'
+        for _ in range(40):
+            yield b"a" * 4096
+        yield b'"}]}'
+    chunked = httpx.post(f"{limited['url']}/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "request_too_large"
+
+    # under the limit: answered as usual
+    ok = httpx.post(f"{limited['url']}/chat/completions", timeout=60,
+                    json={"model": limited["tuned"], "messages": [{"role": "user", "content": USER}], "max_tokens": 4})
+    assert ok.status_code == 200, ok.text
+    errors = [json.loads(line) for line in (limited["logs"] / "errors.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in errors].count(413) == 2
+
+
+def test_numbers_out_of_range_and_an_empty_body_get_400_naming_the_parameter(limited: dict[str, Any]) -> None:
+    url, tuned = limited["url"], limited["tuned"]
+    messages = [{"role": "user", "content": USER}]
+    cases = [({"seed": 2**70}, "seed"), ({"seed": -(2**64)}, "seed"), ({"max_tokens": -5}, "max_tokens"),
+             ({"max_completion_tokens": 0}, "max_completion_tokens"), ({"temperature": 3}, "temperature"),
+             ({"n": 0}, "n"), ({"top_p": 0}, "top_p")]
+    for extra, param in cases:
+        r = httpx.post(f"{url}/chat/completions", json={"model": tuned, "messages": messages, **extra}, timeout=60)
+        assert r.status_code == 400, (extra, r.text)
+        assert r.json()["error"]["param"] == param, (extra, r.json())
+    # NaN and Infinity are not JSON, but Python's parser reads them: refused by name too
+    for raw, param in ((b'"temperature": NaN', "temperature"), (b'"top_p": Infinity', "top_p")):
+        body = b'{"model": "%s", "messages": [{"role": "user", "content": "x"}], %s}' % (tuned.encode(), raw)
+        r = httpx.post(f"{url}/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    feedback = httpx.post(f"{url}/feedback", content=b'{"id": "x", "score": NaN}', headers={"content-type": "application/json"})
+    assert feedback.status_code == 400 and feedback.json()["error"]["param"] == "score"
+
+    empty = httpx.post(f"{url}/chat/completions", content=b"", headers={"content-type": "application/json"})
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "empty_body"
+    assert "body is empty" in empty.json()["error"]["message"] and "None" not in empty.json()["error"]["message"]
+    # a seed in range works (sampling): the server kept going
+    r = httpx.post(f"{url}/chat/completions", timeout=60,
+                   json={"model": tuned, "messages": messages, "max_tokens": 4, "temperature": 0.7, "seed": 2**63 - 1})
+    assert r.status_code == 200, r.text
+
+
+def _copy_run(run_dir: Path, to: Path, **config: Any) -> Path:
+    import shutil
+
+    import yaml
+
+    shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns("checkpoints", "serve", "eval", "plots"))
+    data = yaml.safe_load((to / "config.yaml").read_text())
+    data.update(config)
+    (to / "config.yaml").write_text(yaml.safe_dump(data))
+    return to
+
+
+def test_trust_remote_code_is_decided_per_run(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunewise.models as models
+    from tunewise.serve.variants import load_variants
+
+    trusting = _copy_run(run_dir, tmp_path / "trusting", trust_remote_code=True)
+    plain = _copy_run(run_dir, tmp_path / "plain")
+    loads: list[tuple[str, bool]] = []
+    real = models.load_model
+
+    def recording(name: str, **kwargs: Any) -> Any:  # the real loader, with its trust_remote_code noted
+        loads.append((name, kwargs.get("trust_remote_code", False)))
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(models, "load_model", recording)
+    variants = load_variants([plain, trusting])
+    assert sorted(t for _, t in loads) == [False, True], loads  # one base each way, not one base with it on for all
+    assert variants["plain"].model is variants["base"].model
+    assert variants["trusting"].model is not variants["plain"].model
+    assert variants["trusting"].model is variants["base-2"].model
+
+
+def test_a_pickled_adapter_is_refused_unless_the_user_opts_in(run_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.cli_processes import REPO
+    from tunewise.serve.variants import PickleRefused, load_variants
+
+    pickled = _copy_run(run_dir, tmp_path / "pickled")
+    weights = pickled / "model" / "adapter_model.safetensors"
+    torch.save(load_file(str(weights)), pickled / "model" / "adapter_model.bin")
+    weights.unlink()
+    with pytest.raises(PickleRefused, match="--allow-pickle"):
+        load_variants([pickled])
+    variants = load_variants([pickled], allow_pickle=True)
+    assert variants["pickled"].adapter == "pickled"
+
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "tunewise", "serve", str(pickled), "--port", "0"], capture_output=True,
+                            text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2, result.stderr
+    assert "adapter_model.bin is a pickle file" in result.stderr and "--allow-pickle" in result.stderr
+    assert "Traceback" not in result.stderr

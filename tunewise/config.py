@@ -6,10 +6,10 @@ Every error names the field, the value given and what is allowed (see :func:`for
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 METHODS = ("full", "lora", "dora", "qlora", "ia3", "prompt")
 TASKS = ("classification", "extraction", "summarisation", "generation", "code", "domain-specific")  # tunewise advise
@@ -30,16 +30,38 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message is meant for the user as is."""
 
 
+SEED_MAX = 2**32 - 1  # numpy's and Python's seeding accept 0 .. 2**32 - 1
+
+
+def plain_text(value: str | None, *, what: str = "this field") -> str | None:
+    """A name or path with no NUL byte or other control character (the OS refuses them, a terminal garbles them)."""
+    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{what} must not contain control characters (a NUL byte, a newline, ...)")
+    return value
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic reads true/false as 1/0 for numbers: `lora.r: true` is a mistake, not rank 1
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `inf` epochs or a NaN learning rate is refused here, naming the field
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SplitConfig(_Section):
     """Train / validation / test split: ratios (summing to 1) or absolute counts."""
 
-    train: float = 0.8
-    val: float = 0.1
-    test: float = 0.1
+    train: Float = 0.8
+    val: Float = 0.1
+    test: Float = 0.1
 
     @model_validator(mode="after")
     def _check(self) -> "SplitConfig":
@@ -68,24 +90,29 @@ class DataConfig(_Section):
     test_path: str | None = Field(None, description="Use this file as the test split instead of carving one out.")
     split: SplitConfig = Field(default_factory=SplitConfig)
     stratify_by: str | None = Field(None, description="Field (e.g. 'label') to stratify the split by.")
-    seed: int = 42
-    max_tokens: int = Field(1024, gt=0, description="Longest example in tokens (rendered chat template).")
-    min_tokens: int = Field(1, ge=0)
+    seed: Int = Field(42, ge=0, le=SEED_MAX)
+    max_tokens: Int = Field(1024, gt=0, description="Longest example in tokens (rendered chat template).")
+    min_tokens: Int = Field(1, ge=0)
     overlength: Literal["drop", "truncate"] = "drop"
     dedup: bool = True
-    near_dedup_threshold: float | None = Field(None, gt=0, le=1, description="Jaccard threshold for MinHash near-duplicates; off when null.")
-    max_examples: int | None = Field(None, gt=0, description="Keep at most this many examples (after cleaning, before splitting).")
+    near_dedup_threshold: Float | None = Field(None, gt=0, le=1, description="Jaccard threshold for MinHash near-duplicates; off when null.")
+    max_examples: Int | None = Field(None, gt=0, description="Keep at most this many examples (after cleaning, before splitting).")
     remove_overlap: bool = Field(True, description="Drop train/val examples that duplicate a later split's (so nothing leaks into evaluation); reported either way.")
-    overlap_threshold: float | None = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-duplicate overlap between splits; null = exact overlap only.")
-    augment_shuffle: int = Field(0, ge=0, description="Extra training copies of each example whose answer is a list, with the items reordered.")
-    augment_paraphrase: int = Field(0, ge=0, description="Extra training copies of each example with the instruction paraphrased by a causal LM.")
+    overlap_threshold: Float | None = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-duplicate overlap between splits; null = exact overlap only.")
+    augment_shuffle: Int = Field(0, ge=0, le=100, description="Extra training copies of each example whose answer is a list, with the items reordered.")
+    augment_paraphrase: Int = Field(0, ge=0, le=100, description="Extra training copies of each example with the instruction paraphrased by a causal LM.")
     paraphrase_model: str | None = Field(None, description="Model that paraphrases (a name, folder or hub id); null = the base model.")
+
+    @field_validator("path", "test_path", "paraphrase_model")
+    @classmethod
+    def _plain_paths(cls, value: str | None) -> str | None:
+        return plain_text(value, what="a path")
 
 
 class LoraConfig(_Section):
-    r: int = Field(16, gt=0)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    r: Int = Field(16, gt=0)
+    alpha: Float = Field(32, gt=0)
+    dropout: Float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["auto", "all-linear", "attention"] = "auto"
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r.")
     use_dora: bool = Field(False, description="DoRA (weight-decomposed LoRA); `method: dora` turns it on.")
@@ -114,20 +141,20 @@ class IA3Config(_Section):
 class PromptConfig(_Section):
     """Prompt tuning: learned virtual tokens put before every input."""
 
-    num_virtual_tokens: int = Field(20, gt=0, le=512)
+    num_virtual_tokens: Int = Field(20, gt=0, le=512)
     init_text: str | None = Field(None, description="Initialise the virtual tokens from this text's embeddings; null = random.")
 
 
 class TrainingConfig(_Section):
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 means run the epochs.")
-    per_device_train_batch_size: int = Field(8, gt=0)
-    per_device_eval_batch_size: int = Field(16, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    learning_rate: float = Field(2e-4, gt=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    warmup_steps: int = Field(0, ge=0)
+    epochs: Float = Field(1.0, gt=0, le=100_000)
+    max_steps: Int = Field(-1, le=10**9, description="Stop after this many optimizer steps; -1 means run the epochs.")
+    per_device_train_batch_size: Int = Field(8, gt=0)
+    per_device_eval_batch_size: Int = Field(16, gt=0)
+    gradient_accumulation_steps: Int = Field(1, gt=0)
+    learning_rate: Float = Field(2e-4, gt=0, lt=1)
+    weight_decay: Float = Field(0.0, ge=0)
+    warmup_ratio: Float = Field(0.0, ge=0, lt=1)
+    warmup_steps: Int = Field(0, ge=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     bf16: bool | None = Field(None, description="null = automatic (on for CUDA devices that support it, off on CPU).")
     fp16: bool | None = Field(None, description="null = automatic (on for CUDA devices without bf16).")
@@ -136,11 +163,11 @@ class TrainingConfig(_Section):
         "adamw_torch_fused", description="adamw_torch_fused: one fused kernel per step (CPU and CUDA; transformers' own "
         "default); adamw_8bit: bitsandbytes 8-bit moments."
     )
-    max_grad_norm: float = Field(1.0, gt=0)
-    logging_steps: int = Field(5, gt=0)
-    save_steps: int = Field(100, gt=0)
-    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps; null = at the end of each epoch.")
-    save_total_limit: int | None = Field(2, gt=0)
+    max_grad_norm: Float = Field(1.0, gt=0)
+    logging_steps: Int = Field(5, gt=0)
+    save_steps: Int = Field(100, gt=0)
+    eval_steps: Int | None = Field(None, gt=0, description="Evaluate every N steps; null = at the end of each epoch.")
+    save_total_limit: Int | None = Field(2, gt=0)
     loss_on: Literal["answers", "all", "last_turn"] = "answers"
     group_by_length: bool = True
     packing: bool = Field(
@@ -148,7 +175,7 @@ class TrainingConfig(_Section):
         description="Padding-free batches: a batch's examples end to end with restarting position ids, no attention "
         "across examples, the same loss as padded batches (prompt tuning always pads).",
     )
-    packing_row_tokens: int | None = Field(
+    packing_row_tokens: Int | None = Field(
         None, gt=0, description="Cap on a packed row's length in tokens (below it rows are sized by cost); null = data.max_tokens."
     )
     share_prefix: bool = Field(
@@ -163,17 +190,29 @@ class TrainingConfig(_Section):
     load_best_model_at_end: bool = Field(
         True, description="The final model is the best evaluated one (needs validation data); false = the last step."
     )
-    early_stopping_patience: int | None = Field(
+    early_stopping_patience: Int | None = Field(
         None, gt=0, description="Stop after this many evaluations without improvement of metric_for_best_model; null = never."
     )
-    early_stopping_min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
-    eval_generation_examples: int = Field(
+    early_stopping_min_delta: Float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+    eval_generation_examples: Int = Field(
         64, gt=0, description="Validation examples generated at each evaluation when metric_for_best_model is not eval_loss."
     )
     deepspeed: str | None = Field(None, description="A DeepSpeed config file (ZeRO), passed to the Trainer (GPU).")
     fsdp: str | None = Field(None, description="FSDP options for the Trainer, e.g. 'full_shard auto_wrap' (GPU).")
     fsdp_config: dict[str, Any] | None = Field(None, description="FSDP config passed to the Trainer.")
-    seed: int = 42
+    seed: Int = Field(42, ge=0, le=SEED_MAX)
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, value: int) -> int:
+        if value == 0 or value < -1:  # 0 trained one step and -5 meant "use epochs" before this was checked
+            raise ValueError("must be a positive number of optimizer steps, or -1 to train for training.epochs")
+        return value
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _plain_deepspeed(cls, value: str | None) -> str | None:
+        return plain_text(value, what="a path")
 
     @field_validator("metric_for_best_model")
     @classmethod
@@ -191,11 +230,11 @@ class EvalConfig(_Section):
         default_factory=lambda: ["exact_match", "accuracy", "token_f1"],
         description="Names from tunewise.evaluate.metrics.METRICS (exact_match, accuracy, token_f1, bleu, chrf, rouge1, ...).",
     )
-    max_new_tokens: int = Field(64, gt=0)
-    batch_size: int = Field(16, gt=0)
-    max_examples: int | None = Field(None, gt=0, description="Evaluate on at most this many test examples.")
+    max_new_tokens: Int = Field(64, gt=0)
+    batch_size: Int = Field(16, gt=0)
+    max_examples: Int | None = Field(None, gt=0, description="Evaluate on at most this many test examples.")
     baseline: bool = Field(True, description="Also evaluate the untuned base model, for the comparison.")
-    examples_in_report: int = Field(10, ge=0)
+    examples_in_report: Int = Field(10, ge=0)
 
 
     @field_validator("metrics")
@@ -224,12 +263,12 @@ class MonitorConfig(_Section):
         "auto", description="auto = a rich progress view in a terminal, plain log lines otherwise; off = the Trainer's bar."
     )
     nan_guard: bool = Field(True, description="Stop the run when the loss or gradients become NaN/inf.")
-    max_grad_norm_limit: float | None = Field(
+    max_grad_norm_limit: Float | None = Field(
         1000.0, gt=0, description="Stop when a logged (pre-clipping) gradient norm exceeds this; null = never."
     )
-    spike_factor: float = Field(2.0, gt=1, description="Warn when a logged train loss exceeds this times the recent median.")
-    spike_window: int = Field(10, ge=3, description="How many recent logged train losses the spike median uses.")
-    overfit_patience: int = Field(
+    spike_factor: Float = Field(2.0, gt=1, description="Warn when a logged train loss exceeds this times the recent median.")
+    spike_window: Int = Field(10, ge=3, description="How many recent logged train losses the spike median uses.")
+    overfit_patience: Int = Field(
         3, gt=0, description="Evaluations in a row with eval loss above its best while train loss fell: overfitting."
     )
     early_stopping: bool = Field(False, description="Stop the run when overfitting is detected (see overfit_patience).")
@@ -251,16 +290,16 @@ class DecideConfig(_Section):
         None, description="The task type; null = inferred from the training answers."
     )
     strict_format: bool | None = Field(None, description="Outputs must follow a strict format; null = inferred.")
-    target: float = Field(0.9, gt=0, le=1, description="Prompting is enough when its best measured score reaches this.")
-    sample: int = Field(48, gt=0, description="Rows the base model is prompted on (validation first, then unused train rows).")
-    shots: int = Field(4, ge=0, description="Few-shot examples from the training split.")
-    budget_hours: float | None = Field(None, gt=0, description="Most device-hours to spend on training.")
-    budget_usd: float | None = Field(None, gt=0, description="Most money to spend (needs a price).")
-    price_per_hour: float | None = Field(None, gt=0, description="Device price per hour, for the cost estimate.")
-    api_price_per_1m: float | None = Field(None, gt=0, description="API-style training price per 1M trained tokens.")
+    target: Float = Field(0.9, gt=0, le=1, description="Prompting is enough when its best measured score reaches this.")
+    sample: Int = Field(48, gt=0, description="Rows the base model is prompted on (validation first, then unused train rows).")
+    shots: Int = Field(4, ge=0, description="Few-shot examples from the training split.")
+    budget_hours: Float | None = Field(None, gt=0, description="Most device-hours to spend on training.")
+    budget_usd: Float | None = Field(None, gt=0, description="Most money to spend (needs a price).")
+    price_per_hour: Float | None = Field(None, gt=0, description="Device price per hour, for the cost estimate.")
+    api_price_per_1m: Float | None = Field(None, gt=0, description="API-style training price per 1M trained tokens.")
     methods: list[str] = Field(default_factory=lambda: ["full", "lora", "qlora"], description="Methods `estimate` compares.")
     calibrate: bool = Field(True, description="Time a few real training steps (else time from FLOPs).")
-    calibration_steps: int = Field(4, gt=0, description="Timed calibration steps (after one warmup step).")
+    calibration_steps: Int = Field(4, gt=0, description="Timed calibration steps (after one warmup step).")
 
     @field_validator("task", mode="before")
     @classmethod
@@ -321,9 +360,19 @@ class Config(_Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not value or "/" in value or value in (".", ".."):
+        if not value or "/" in value or "\\" in value or value in (".", ".."):
             raise ValueError(f"run name {value!r} must be a plain folder name (no '/')")
+        plain_text(value, what="the run name")
+        if len(value.encode("utf-8")) > 200:
+            raise ValueError("the run name is a folder name: at most 200 bytes")
         return value
+
+    @field_validator("output_dir", "model")
+    @classmethod
+    def _plain_places(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return plain_text(value, what="a path or model name") or value
 
     @property
     def run_dir(self) -> Path:
@@ -353,7 +402,8 @@ def _parse_scalar(text: str) -> Any:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to a raw config dict (a new dict is returned)."""
+    """Apply ``a.b.c=value`` overrides to a raw config dict (a new dict is returned); a key given twice takes the
+    last value (commands add their options as overrides after the user's)."""
     import copy
 
     result = copy.deepcopy(raw)
@@ -376,6 +426,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return result
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'" if text[0] in "'\"" else text[: limit - 3] + "..."
+
+
 def format_errors(error: ValidationError) -> str:
     """One line per problem: the field, the value given, and what is allowed."""
     lines = []
@@ -387,35 +442,95 @@ def format_errors(error: ValidationError) -> str:
             msg = msg[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see examples/ for every field)"
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        # a section-wide rule (split ratios) names its values in the message; anything else shows what was given
+        shown = "" if isinstance(value, dict) and err["type"] == "value_error" else f" (got {_short(value)})"
         lines.append(f"{loc}: {msg}{shown}")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
     raw = apply_overrides(raw or {}, overrides or [])
+    if not all(isinstance(k, str) for k in raw):
+        bad = next(k for k in raw if not isinstance(k, str))
+        raise ConfigError(f"invalid config:\n  {_short(bad)}: a field name must be text (got a {type(bad).__name__})")
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first.start_mark.line + 1}): keep one",
+                    key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text parsed safely (no tags that run code), duplicate keys refused; errors name ``source`` and the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" line {mark.line + 1}, column {mark.column + 1}:"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}:{where} not valid YAML: {problem}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; a missing, unreadable, binary, empty or non-mapping file is a ConfigError."""
+    if not path.is_file():
+        what = "is a folder, not a config file" if path.is_dir() else "not found"
+        raise ConfigError(f"config file {str(path)!r} {what}; pass the path of a YAML config such as "
+                          "examples/quickstart.yaml")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} can't be read ({exc.strerror}); check its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not a text YAML file (byte {data[exc.start]:#04x} at offset "
+                          f"{exc.start} is not UTF-8); pass a YAML config such as examples/quickstart.yaml") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {str(path)!r} is not a text YAML file (it has NUL bytes); pass a YAML config "
+                          "such as examples/quickstart.yaml")
+    raw = parse_yaml(text.removeprefix("\ufeff"), str(path))
+    if raw is None:
+        raise ConfigError(f"config file {str(path)!r} is empty; a config needs at least data.path (see "
+                          "examples/quickstart.yaml)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of fields (name: ..., data: ...), got "
+                          f"{type(raw).__name__} {_short(raw)}")
+    return raw
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config, apply overrides and validate. Raises :class:`ConfigError` with a readable message."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found; pass the path of a YAML config such as examples/quickstart.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of fields, got {type(raw).__name__}")
+    raw = read_config_file(path)
     config = config_from_dict(raw, overrides)
     # relative data paths are relative to the config file, so a config can be run from anywhere
     base = path.parent
     for attr in ("path", "test_path"):
         value = getattr(config.data, attr)
-        if value and not Path(value).is_absolute() and not Path(value).exists() and (base / value).exists():
-            setattr(config.data, attr, str(base / value))
+        try:
+            if value and not Path(value).is_absolute() and not Path(value).exists() and (base / value).exists():
+                setattr(config.data, attr, str(base / value))
+        except OSError:  # a name the OS can't look up (too long): reported when the data is read
+            pass
     return config

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from tunewise.config import Config, ConfigError, load_config
 from tunewise.monitor.record import ensure_record, tracked
 from tunewise.rundir import RunDir, atomic_write_json, atomic_write_text
+from tunewise.runlock import writing_run
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +19,12 @@ Notify = Callable[[str], None]
 
 
 def init_run(config: Config) -> RunDir:
-    """Create the run directory and write the fully resolved config into it."""
+    """Create the run directory and write the fully resolved config into it (refused while another process writes
+    the run: tunewise/runlock.py)."""
     run = RunDir.of(config.run_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, config.to_yaml())
-    ensure_record(config, run.root)  # monitor: run.json (status validating for a new run)
+    with writing_run(run.root, "init"):
+        atomic_write_text(run.config, config.to_yaml())
+        ensure_record(config, run.root)  # monitor: run.json (status validating for a new run)
     return run
 
 
@@ -46,11 +48,20 @@ def prepare_stage(config: Config, run: RunDir) -> dict[str, Any]:
     from tunewise.models import load_tokenizer
 
     # monitor: run.json says "validating" while the data is prepared, "queued" (ready to train) after
-    with tracked(run.root, "prepare", config, status="validating", done_status="queued"):
+    with writing_run(run.root, "prepare"), tracked(run.root, "prepare", config, status="validating", done_status="queued"):
+        check_for_prepare(config)
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
         report = prepare_data(config.data, tokenizer, run.data, loss_on=config.training.loss_on)
         plot_token_histograms(report, str(run.plots / "data_token_lengths.png"))
         return report.to_dict()
+
+
+def check_for_prepare(config: Config) -> None:
+    """Before preparing: the data paths exist and the token limit fits the model (tunewise/preflight.py)."""
+    from tunewise.preflight import check_context, check_paths
+
+    check_paths(config)
+    check_context(config)
 
 
 def compare_stage(config: Config, run: RunDir) -> dict[str, Any]:
@@ -70,6 +81,14 @@ def report_stage(config: Config, run: RunDir) -> Path:
 
 def run_all(config: Config, *, notify: Notify = log.info, eval_progress: Any = None) -> dict[str, Any]:
     """Every stage in order. Returns timings and the headline numbers; also written to RUN/pipeline.json."""
+    with writing_run(config.run_dir, "run"):
+        return _run_all(config, notify, eval_progress)
+
+
+def _run_all(config: Config, notify: Notify, eval_progress: Any) -> dict[str, Any]:
+    from tunewise.preflight import check_config
+
+    check_config(config)  # paths, packages, the model's limits: before anything is written or loaded
     run = init_run(config)
     timings: dict[str, float] = {}
     result: dict[str, Any] = {"run_dir": str(run.root)}
@@ -103,6 +122,9 @@ def _run_stages(config: Config, run: RunDir, result: dict[str, Any], stage: Call
     from tunewise.train.run import train_run
 
     result["data"] = stage("prepare", lambda: prepare_stage(config, run))
+    from tunewise.preflight import check_data
+
+    check_data(config, run)  # before the baseline evaluation and the training
     if config.eval.baseline:
         result["base"] = stage("eval base", lambda: evaluate_run(config, run.root, "base", progress=eval_progress))
     result["train"] = stage("train", lambda: train_run(config, run.root))

@@ -29,6 +29,12 @@ class RunDir:
     plots = property(lambda self: self.root / "plots")
     report = property(lambda self: self.root / "report.html")
     summary = property(lambda self: self.root / "summary.json")
+    lock = property(lambda self: self.root / "run.lock")  # who writes the run now (tunewise/runlock.py)
+    error_log = property(lambda self: self.root / "error.log")  # the traceback of the last unexpected failure
+
+    def last_checkpoint(self, warn: bool = False) -> Path | None:
+        """The newest complete checkpoint-N in RUN/checkpoints (see :func:`last_checkpoint`)."""
+        return last_checkpoint(self.checkpoints, warn=warn)
 
     def require(self, *parts: str, hint: str) -> Path:
         """The path ``root/parts...``; a missing one raises FileNotFoundError with ``hint`` (what to run first)."""
@@ -36,6 +42,36 @@ class RunDir:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: {hint}")
         return path
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    """N of a ``checkpoint-N`` folder (None for any other name)."""
+    tail = folder.name.rsplit("-", 1)[-1]
+    return int(tail) if folder.name.startswith("checkpoint-") and tail.isdigit() else None
+
+
+def complete_checkpoint(folder: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut off (killed)."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_checkpoint(checkpoints: Path, *, warn: bool = True) -> Path | None:
+    """The newest complete checkpoint-N in ``checkpoints`` (an incomplete newer one is skipped, with a warning)."""
+    import logging
+
+    found = sorted((p for p in Path(checkpoints).glob("checkpoint-*") if checkpoint_step(p) is not None),
+                   key=lambda p: checkpoint_step(p) or 0)
+    for folder in reversed(found):
+        if complete_checkpoint(folder):
+            return folder
+        if warn:
+            logging.getLogger(__name__).warning("%s is incomplete (the run was stopped while saving it): skipping it",
+                                                folder)
+    return None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -68,12 +104,53 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        _swap_in(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_dir(path: str | Path) -> Iterator[Path]:
+    """Files written into the yielded temporary folder appear in ``path`` together, when the block ends without an
+    error: ``path`` is replaced by a folder with them and with the entries of the old ``path`` the block did not
+    write (hard-linked, so a folder of the user's keeps its other files). On an error ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.is_dir():
+            for entry in path.iterdir():
+                if not (tmp / entry.name).exists() and not os.path.lexists(tmp / entry.name):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=_link_or_copy)
+                    else:
+                        _link_or_copy(str(entry), str(tmp / entry.name))
+        _swap_in(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Put folder ``new`` at ``path``: the old folder is renamed aside first and deleted after, so a crash leaves
+    the old or the new folder (or, for an instant, none), never a half-deleted one."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+    os.rmdir(old)
+    os.replace(path, old)
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

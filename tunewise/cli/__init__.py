@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -86,9 +87,15 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def guarded(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; a user error (bad config, missing file, bad data) becomes one red line and exit code 2."""
+def guarded(fn: Callable[[], Any], *, stage: str | None = None, config: Any = None,
+            run_root: str | Path | None = None) -> Any:
+    """Run ``fn``; whatever goes wrong becomes one red line that says what to do, and an exit code: 2 for the user's
+    mistakes (bad config, missing file, bad data, a run another process writes), 130 for Ctrl-C, 1 when the work
+    could not finish (disk full, out of memory, a bug: its traceback goes to RUN/error.log, or is shown with
+    TUNEWISE_DEBUG=1). ``stage``, ``config`` and ``run_root`` make the message name the stage, the settings to
+    change and the checkpoint to resume from."""
     from tunewise.config import ConfigError
+    from tunewise.runlock import RunLocked
 
     try:
         from tunewise.data.errors import DataError
@@ -96,10 +103,42 @@ def guarded(fn: Callable[[], Any]) -> Any:
         DataError = ConfigError  # type: ignore[misc,assignment]
     try:
         return fn()
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
+    except (typer.Exit, typer.Abort):
+        raise
+    except (ConfigError, DataError, RunLocked, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted", code=130)
+    except KeyboardInterrupt as exc:
+        where = f" during {stage}" if stage else ""
+        fail(str(exc) or f"cancelled (Ctrl-C){where}; what was being written was not kept: run the command again", code=130)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into a message
+        from tunewise.failures import EXIT_FAILED, describe, is_disk_full, is_out_of_memory
+
+        if os.environ.get("TUNEWISE_DEBUG"):
+            raise
+        message = describe(exc, stage=stage, config=config, run_root=run_root)
+        if not (is_disk_full(exc, run_root) or is_out_of_memory(exc)):
+            where = _save_traceback(run_root)
+            message += f" (this looks like a bug: the traceback is in {where}; please report it with that file)"
+        fail(message, code=EXIT_FAILED)
+
+
+def _save_traceback(run_root: str | Path | None) -> str:
+    """Write the current exception's traceback to RUN/error.log (or a temporary file); returns where it went."""
+    import tempfile
+    import traceback
+
+    from tunewise.rundir import RunDir, atomic_write_text
+
+    text = traceback.format_exc()
+    places = [RunDir.of(run_root).error_log] if run_root is not None and Path(run_root).is_dir() else []
+    places.append(Path(tempfile.gettempdir()) / f"tunewise-error-{os.getpid()}.log")
+    for place in places:
+        try:
+            atomic_write_text(place, text)
+            return str(place)
+        except OSError:
+            continue
+    return "nowhere (the disk is full?); rerun with TUNEWISE_DEBUG=1 to see it"
 
 
 def _eval_progress(total: int, description: str) -> tuple[Any, Callable[[int], None]]:
@@ -150,29 +189,37 @@ def run(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. training.learning_rate=1e-4"),
 ) -> None:
     """Every stage: prepare -> baseline eval -> train -> eval -> compare -> report."""
-    _quiet_libraries()
     from tunewise.config import load_config
-    from tunewise.pipeline import run_all
+    from tunewise.runlock import writing_run
 
-    cfg = guarded(lambda: load_config(config, overrides or []))
-    console.print(f"[bold]tunewise run[/] {cfg.name}: {cfg.method} on [cyan]{cfg.model}[/] -> {cfg.run_dir}")
-    progress_state: dict[str, Any] = {}
+    from tunewise.preflight import check_paths
 
-    def eval_progress(n: int) -> None:
-        if "bar" not in progress_state:
-            total = _count_test_examples(cfg.run_dir)
-            if cfg.eval.max_examples:
-                total = min(total, cfg.eval.max_examples)
-            progress_state["bar"], progress_state["advance"] = _eval_progress(total, "generating")
-            progress_state["bar"].start()
-        progress_state["advance"](n)
+    cfg = guarded(lambda: load_config(config, overrides or []))  # before the libraries load: a bad config fails at once
+    guarded(lambda: check_paths(cfg))  # data files, DeepSpeed config and package
+    with ExitStack() as held:
+        guarded(lambda: held.enter_context(writing_run(cfg.run_dir, "run")))
+        _quiet_libraries()
+        from tunewise.pipeline import run_all
 
-    def notify(message: str) -> None:
-        if "bar" in progress_state:
-            progress_state.pop("bar").stop()
-        console.print(message, highlight=False, markup=False)
+        console.print(f"[bold]tunewise run[/] {cfg.name}: {cfg.method} on [cyan]{cfg.model}[/] -> {cfg.run_dir}")
+        progress_state: dict[str, Any] = {}
 
-    result = guarded(lambda: run_all(cfg, notify=notify, eval_progress=eval_progress))
+        def eval_progress(n: int) -> None:
+            if "bar" not in progress_state:
+                total = _count_test_examples(cfg.run_dir)
+                if cfg.eval.max_examples:
+                    total = min(total, cfg.eval.max_examples)
+                progress_state["bar"], progress_state["advance"] = _eval_progress(total, "generating")
+                progress_state["bar"].start()
+            progress_state["advance"](n)
+
+        def notify(message: str) -> None:
+            if "bar" in progress_state:
+                progress_state.pop("bar").stop()
+            console.print(message, highlight=False, markup=False)
+
+        result = guarded(lambda: run_all(cfg, notify=notify, eval_progress=eval_progress), stage="run", config=cfg,
+                         run_root=cfg.run_dir)
     if "comparison" in result:
         _print_comparison(result["comparison"])
     console.print(f"report: [bold]{result['report']}[/]")
@@ -186,21 +233,30 @@ def train(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Train on RUN/data and save RUN/model."""
-    _quiet_libraries()
     from tunewise.pipeline import config_of_run
-    from tunewise.train.run import train_run
+    from tunewise.runlock import writing_run
 
-    cfg, run_dir = guarded(lambda: config_of_run(target, overrides or []))
-    if nproc > 1:
-        from tunewise.train.distributed import DistributedTrainingFailed, launch
+    from tunewise.preflight import check_paths
 
-        try:
-            launch(run_dir.root, nproc, resume=resume, overrides=overrides or [])
-        except DistributedTrainingFailed as exc:
-            fail(str(exc), code=1)
-        summary = json.loads((run_dir.root / "train_summary.json").read_text(encoding="utf-8"))
-    else:
-        summary = guarded(lambda: train_run(cfg, run_dir.root, resume=resume))
+    cfg, run_dir = guarded(lambda: config_of_run(target, overrides or []))  # before the libraries load
+    guarded(lambda: check_paths(cfg, data=False))  # the DeepSpeed config and package
+    with ExitStack() as held:
+        # a second writer is refused before anything slow; torchrun workers inherit the lock (tunewise/runlock.py)
+        guarded(lambda: held.enter_context(writing_run(run_dir.root, "train")))
+        _quiet_libraries()
+        if nproc > 1:
+            from tunewise.train.distributed import DistributedTrainingFailed, launch
+
+            try:
+                launch(run_dir.root, nproc, resume=resume, overrides=overrides or [])
+            except DistributedTrainingFailed as exc:
+                fail(str(exc), code=1)
+            summary = json.loads((run_dir.root / "train_summary.json").read_text(encoding="utf-8"))
+        else:
+            from tunewise.train.run import train_run
+
+            summary = guarded(lambda: train_run(cfg, run_dir.root, resume=resume), stage="train", config=cfg,
+                              run_root=run_dir.root)
     from tunewise.rundir import is_main_process
 
     if not is_main_process():  # a torchrun worker: rank 0 speaks for the run

@@ -15,16 +15,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _run(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; a user error (bad data, bad config) becomes one red line on stderr and exit code 2."""
-    from tunewise.config import ConfigError
-    from tunewise.data.errors import DataError
+def _run(fn: Callable[[], Any], **context: Any) -> Any:
+    """Run ``fn``; any failure becomes one red line on stderr and an exit code (2 for bad data or config; see
+    :func:`tunewise.cli.guarded`)."""
+    from tunewise.cli import guarded
 
-    try:
-        return fn()
-    except (DataError, ConfigError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    return guarded(fn, **context)
 
 
 def _tokenizer(name: str, trust_remote_code: bool = False) -> Any:
@@ -55,14 +51,20 @@ def prepare(
 ) -> None:
     """Load, clean, deduplicate, split and measure the data of CONFIG into RUN/data/."""
 
+    from contextlib import ExitStack
+
+    from tunewise.config import load_config
+    from tunewise.monitor.record import tracked
+    from tunewise.runlock import writing_run
+
+    cfg = _run(lambda: load_config(config, overrides or []))
+
     def go() -> None:
-        from tunewise.config import load_config
         from tunewise.data.prepare import prepare_data
         from tunewise.data.stats import plot_token_histograms, render_report
 
         from tunewise.pipeline import init_run
 
-        cfg = load_config(config, overrides or [])
         if out is None:
             init_run(cfg)  # the run directory gets its resolved config.yaml, so later stages can run on it
         tokenizer = _tokenizer(cfg.model, cfg.trust_remote_code)
@@ -80,7 +82,20 @@ def prepare(
         render_report(report, console)
         console.print(f"wrote {data_dir}/ (train/val/test.jsonl, rejects.jsonl, data_report.json) and {plot}")
 
-    _run(go)
+    def tracked_go() -> None:
+        from tunewise.pipeline import check_for_prepare
+
+        check_for_prepare(cfg)  # data paths and token limit, before anything is written
+        if out is not None:
+            return go()
+        # run.json follows the preparation: validating -> queued, or failed / cancelled with the reason
+        with tracked(cfg.run_dir, "prepare", cfg, status="validating", done_status="queued"):
+            go()
+
+    with ExitStack() as held:
+        if out is None:  # one writer per run
+            _run(lambda: held.enter_context(writing_run(cfg.run_dir, "data prepare")))
+        _run(tracked_go, stage="data prepare", config=cfg, run_root=cfg.run_dir if out is None else None)
 
 
 @app.command()

@@ -22,7 +22,7 @@ def _summary_table(summary: dict[str, Any], title: str) -> Any:
 
 def _header(record: dict[str, Any], run: Path) -> str:
     status = record.get("status", "unknown")
-    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(status, "cyan")
+    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "interrupted": "yellow"}.get(status, "cyan")
     parts = [f"[bold]{record.get('name', run.name)}[/]", f"[{colour}]{status}[/]"]
     if record.get("stage"):
         parts.append(f"stage {record['stage']}")
@@ -52,7 +52,9 @@ def monitor_command(
     console = Console()
     if not (run / "metrics.jsonl").is_file() and not (run / "run.json").is_file():
         fail(f"{run} has no metrics.jsonl or run.json: pass a run directory (e.g. runs/NAME) that has started training")
-    console.print(_header(read_record(run), run), highlight=False)
+    from tunewise.monitor.record import mark_interrupted
+
+    console.print(_header(mark_interrupted(run), run), highlight=False)  # a killed writer: "interrupted"
     view, records = ViewState(), []
     active = (lambda: run_is_active(run)) if follow else (lambda: False)
     try:
@@ -105,7 +107,7 @@ def runs_command(
     table = Table(title=f"runs in {directory}")
     for column in ("name", "status", "method", "model", "steps", "best eval loss", "main metric", "created"):
         table.add_column(column, justify="right" if column in ("steps", "best eval loss") else "left")
-    colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}
+    colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "interrupted": "yellow"}
     for r in rows:
         metric = ""
         if r["main_metric"] and r["main_metric_value"] is not None:

@@ -127,6 +127,9 @@ def serve_command(
     max_tokens: int = typer.Option(512, help="Most completion tokens a request may ask for"),
     default_max_tokens: int = typer.Option(128, help="Completion tokens when a request does not say"),
     seed: Optional[int] = typer.Option(None, help="Seed of the random split assignment"),
+    max_body_mb: float = typer.Option(4.0, "--max-body-mb", help="Largest request body in MB; bigger ones get 413 at once"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle",
+                                      help="Also load adapters saved as pickles (adapter_model.bin): only if you trust them"),
 ) -> None:
     """OpenAI-compatible server (/v1/models, /v1/chat/completions, /v1/completions) with A/B split and logs."""
     cli = _cli()
@@ -136,12 +139,15 @@ def serve_command(
     from tunewise.serve.variants import load_variants
 
     cli.guarded(lambda: check_loopback(host))
-    variants = cli.guarded(lambda: load_variants(targets, include_base=base))
+    if not max_body_mb > 0:
+        cli.fail(f"--max-body-mb must be above 0, got {max_body_mb}")
+    variants = cli.guarded(lambda: load_variants(targets, include_base=base, allow_pickle=allow_pickle))
     weights = cli.guarded(lambda: parse_split(split)) if split else {name: 1.0 for name in variants}
     traffic = cli.guarded(lambda: TrafficSplit(weights, name=ab_name, seed=seed)) if len(weights) > 1 else None
     logs = log_dir or targets[0] / "serve" / "logs"
     server = cli.guarded(lambda: Server(variants, logs, split=traffic, max_tokens=max_tokens,
-                                        default_max_tokens=default_max_tokens))
+                                        default_max_tokens=default_max_tokens,
+                                        max_body_bytes=int(max_body_mb * 2**20)))
     cli.console.print(f"serving {', '.join(variants)} at http://{host}:{port}/v1; logs in {logs}")
     if traffic:
         shares = ", ".join(f"{k} {w:.0%}" for k, w in traffic.weights.items())

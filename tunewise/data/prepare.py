@@ -25,6 +25,7 @@ from tunewise.data.io import RawRow, atomic_open, dumps, iter_rows, write_json, 
 from tunewise.data.split import SPLITS, label_getter, split_items
 from tunewise.data.stats import DataReport, TokenCounts, label_counts, token_stats
 from tunewise.data.validate import check_example, check_tokens
+from tunewise.rundir import staged_dir
 from tunewise.train.tokenize import IGNORE_INDEX, encode_examples
 
 BATCH = 1024
@@ -367,11 +368,7 @@ def prepare_data(
         top = ", ".join(f"{k} {v}" for k, v in Counter(rejects.counts).most_common(3))
         raise DataError(f"no valid row in {config.path} ({main.read} read, {total} rejected: {top or 'the file is empty'}); see {rejects_path}")
 
-    files = {}
-    for name in SPLITS:
-        path = out_dir / f"{name}.jsonl"
-        write_jsonl(path, (it.example.to_record() for it in parts[name]))
-        files[name] = str(path)
+    files = {name: str(out_dir / f"{name}.jsonl") for name in SPLITS}
     files["rejects"] = str(rejects_path)
 
     label_field = (config.stratify_by or "label").removeprefix("meta.")
@@ -397,7 +394,11 @@ def prepare_data(
         seconds=round(time.perf_counter() - started, 3),
     )
     files["report"] = str(out_dir / "data_report.json")
-    write_json(out_dir / "data_report.json", report.to_dict())
+    # the splits and the report appear together or not at all (a full disk must not leave train.jsonl alone)
+    with staged_dir(out_dir) as stage:
+        for name in SPLITS:
+            write_jsonl(stage / f"{name}.jsonl", (it.example.to_record() for it in parts[name]))
+        write_json(stage / "data_report.json", report.to_dict())
     return report
 
 

@@ -4,7 +4,8 @@ Schema (documented in docs/monitoring.md and checked by :func:`validate_record`)
 ``step`` (optimizer steps done), ``epoch``, ``time`` (unix seconds) and ``elapsed_s`` (seconds since this training
 session started). By kind:
 
-* ``start``: a training session began (a fresh run or a resume); adds ``max_steps`` and ``resumed`` (bool).
+* ``start``: a training session began (a fresh run or a resume); adds ``max_steps`` and ``resumed`` (bool); a resumed
+  session also has ``trained_tokens`` / ``input_tokens``: the totals it continues from.
 * ``train``: ``loss``, ``learning_rate``, ``grad_norm``, ``trained_tokens``, ``input_tokens``, ``tokens_per_s``,
   ``input_tokens_per_s``, ``eta_s``.
 * ``eval``: ``eval_loss`` and any other ``eval_*`` metric the Trainer reports.
@@ -12,6 +13,10 @@ session started). By kind:
 * ``warning`` / ``error``: a guard's finding: ``event`` (``loss_spike``, ``overfitting``, ``library_warning``,
   ``nan``, ``grad_norm``, ``incorrect_gradients``),
   ``message``.
+
+A resume cuts the file back to its length when the checkpoint was written (:func:`cut_metrics`): the records of
+the interrupted session after its last checkpoint are gone, and the steps are logged again by the resumed one.
+``trained_tokens`` / ``input_tokens`` count the whole training (all sessions, each step once).
 
 Memory fields ``peak_rss_mb`` (and ``cuda_peak_allocated_mb`` / ``cuda_peak_reserved_mb`` on GPU) appear in train,
 eval and summary records. A non-finite number is written as the string ``"nan"`` / ``"inf"`` (the file stays JSON).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -74,12 +80,23 @@ class MetricsWriter(TrainerCallback):
         self.start = time.time()
         self.start_step = 0
         self.state: Any = None
+        self.start_fields: dict[str, Any] = {}  # added to this session's start record (a resume's token totals)
 
     def write(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({k: _clean(v) for k, v in record.items()}, allow_nan=False) + "\n"
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({k: _clean(v) for k, v in record.items()}, allow_nan=False) + "\n")
-            f.flush()
+            size = f.tell()
+            try:
+                f.write(line)
+                f.flush()
+            except BaseException:
+                # a half line (disk full) would glue itself to the next record: take it back
+                try:
+                    f.truncate(size)
+                except OSError:
+                    pass
+                raise
         for sink in self.sinks:
             sink(record)
 
@@ -111,6 +128,7 @@ class MetricsWriter(TrainerCallback):
                     "elapsed_s": 0.0,
                     "max_steps": state.max_steps,
                     "resumed": state.global_step > 0,
+                    **(self.start_fields if state.global_step > 0 else {}),
                 }
             )
 
@@ -156,6 +174,25 @@ def iter_metrics(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+def cut_metrics(path: str | Path, *, size: int | None = None, after_step: int | None = None) -> None:
+    """Cut metrics.jsonl back to what it held when a checkpoint was written: its first ``size`` bytes (the length the
+    checkpoint recorded), or, for a checkpoint that recorded none, without the train/eval/summary/warning/error
+    records of steps after ``after_step`` (rewritten atomically)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    if size is not None:
+        if path.stat().st_size > size:
+            os.truncate(path, size)  # one system call: the file is either cut or not
+        return
+    if after_step is None:
+        return
+    from tunewise.rundir import atomic_write_jsonl
+
+    kept = [r for r in read_metrics(path) if r.get("kind") == "start" or int(r.get("step", 0)) <= after_step]
+    atomic_write_jsonl(path, kept)
 
 
 def effective_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

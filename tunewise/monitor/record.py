@@ -1,7 +1,9 @@
 """RUN/run.json: the record of a run, shaped like a hosted fine-tuning job.
 
 ``status`` is one of :data:`STATUSES`: ``validating`` (the data is being prepared and checked), ``queued`` (ready to
-train), ``running``, then ``succeeded``, ``failed`` (with ``error``) or ``cancelled``. Besides the status the record
+train), ``running``, then ``succeeded``, ``failed`` (with ``error``), ``cancelled`` (Ctrl-C) or ``interrupted`` (the
+process died without a word, e.g. SIGKILL or the machine went down: found by the next command that looks at the run,
+:func:`mark_interrupted`, with ``checkpoint``, the last complete one to resume from). Besides the status the record
 keeps timestamps (ISO 8601, UTC), ``progress`` with the ETA while running, sha256 hashes of the config and of the
 prepared data, the seed, the versions of Python, torch, transformers, peft and tunewise, the device and host, and one
 entry per stage under ``stages``.
@@ -26,7 +28,7 @@ from typing import Any, Iterator
 
 from tunewise.rundir import atomic_write_json, is_main_process
 
-STATUSES = ("validating", "queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("validating", "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 ACTIVE = ("validating", "queued", "running")
 RECORD_FILE = "run.json"
 
@@ -158,17 +160,19 @@ def tracked(
     try:
         yield
     except KeyboardInterrupt as exc:
-        message = str(exc) or f"cancelled during {stage}"
-        update_record(run_root, status="cancelled", error=message, finished_at=now_iso(),
-                      stages={stage: {"status": "cancelled", "finished_at": now_iso(), "error": message}})
+        message = str(exc) or f"cancelled (Ctrl-C) during {stage}"
+        _record_end(run_root, status="cancelled", error=message, finished_at=now_iso(),
+                    stages={stage: {"status": "cancelled", "finished_at": now_iso(), "error": message}})
         raise
     except BaseException as exc:
+        from tunewise.failures import describe
+
         record = read_record(run_root)
-        message = f"{stage}: {type(exc).__name__}: {exc}"
+        message = f"{stage}: {exc}" if _is_user_error(exc) else describe(exc, stage=stage, config=config, run_root=run_root)
         if record.get("status") == "failed" and record.get("error"):
             message = record["error"]  # an inner stage already said what failed
-        update_record(run_root, status="failed", error=message, finished_at=now_iso(),
-                      stages={stage: {"status": "failed", "finished_at": now_iso(), "error": message}})
+        _record_end(run_root, status="failed", error=message, finished_at=now_iso(),
+                    stages={stage: {"status": "failed", "finished_at": now_iso(), "error": message}})
         raise
     else:
         fields = {"stages": {stage: {"status": "succeeded", "finished_at": now_iso()}}}
@@ -179,6 +183,53 @@ def tracked(
         update_record(run_root, **fields)
     finally:
         _in_job.reset(token)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """A mistake the message of the exception already explains (bad config, data, missing file)."""
+    from tunewise.config import ConfigError
+    from tunewise.data.errors import DataError
+
+    return isinstance(exc, (ConfigError, DataError, FileNotFoundError))
+
+
+def _record_end(run_root: str | Path, **fields: Any) -> None:
+    """Write how a stage ended into run.json even on a full disk: when the write fails for lack of space, free what
+    the interrupted writes left behind (cut-off checkpoints, temporary files) and try once more; never raises (the
+    error being reported matters more)."""
+    import logging
+
+    from tunewise.failures import is_disk_full
+
+    try:
+        update_record(run_root, **fields)
+        return
+    except OSError as exc:
+        if not is_disk_full(exc, run_root):
+            logging.getLogger(__name__).warning("could not write %s: %s", record_path(run_root), exc)
+            return
+    free_after_disk_full(run_root)
+    try:
+        update_record(run_root, **fields)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("could not write %s: %s", record_path(run_root), exc)
+
+
+def free_after_disk_full(run_root: str | Path) -> None:
+    """Remove what a write cut off by a full disk left: incomplete checkpoint folders and atomic writes' temporary
+    files (``.NAME.*``) in the run directory."""
+    import shutil
+
+    from tunewise.rundir import RunDir, checkpoint_step, complete_checkpoint
+
+    run = RunDir.of(run_root)
+    for folder in run.checkpoints.glob("checkpoint-*"):
+        if checkpoint_step(folder) is not None and folder.is_dir() and not complete_checkpoint(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+    for folder in (run.root, run.data, run.checkpoints, run.eval):
+        for tmp in folder.glob(".*.*") if folder.is_dir() else ():
+            if tmp.name != run.lock.name:
+                shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
 def process_alive(record: dict[str, Any]) -> bool | None:
@@ -197,3 +248,45 @@ def process_alive(record: dict[str, Any]) -> bool | None:
         return True
     return True
 
+
+def writer_alive(run_root: str | Path, record: dict[str, Any] | None = None) -> bool | None:
+    """Is a process writing the run now? From its lock (RUN/run.lock, held until the writer dies); for a run
+    without one, from the pid in run.json (None when that can't be told: another host)."""
+    from tunewise.runlock import lock_holder
+
+    try:
+        return lock_holder(run_root) is not None
+    except FileNotFoundError:
+        return process_alive(record if record is not None else read_record(run_root))
+
+
+def mark_interrupted(run_root: str | Path) -> dict[str, Any]:
+    """run.json of the run, first set to ``interrupted`` when it says the run is active but no process writes it
+    (the writer was killed): the error says what to do, ``checkpoint`` names the last complete checkpoint."""
+    from tunewise.rundir import RunDir, last_checkpoint
+    from tunewise.runlock import RunLocked, writing
+
+    record = read_record(run_root)
+    if record.get("status") not in ACTIVE or not record.get("pid") or writer_alive(run_root, record) is not False:
+        return record  # not active, never started by a process, or its writer is alive (or can't be checked)
+    try:
+        with writing(run_root, "runs", wait_s=0.0, quiet=True):  # now the writer ourselves, for the moment
+            record = read_record(run_root)
+            if record.get("status") not in ACTIVE:
+                return record
+            run = RunDir.of(run_root)
+            checkpoint = last_checkpoint(run.checkpoints, warn=False)
+            stage = record.get("stage") or "run"
+            what = (f"the {stage} process (pid {record.get('pid')}) stopped without finishing (killed, out of memory, or "
+                    "the machine went down)")
+            if checkpoint is not None:
+                todo = f"{checkpoint.name} is complete: continue with `tunewise train {run.root} --resume`"
+            elif stage == "prepare":
+                todo = f"prepare the data again: `tunewise data prepare {run.config}`"
+            else:
+                todo = f"no checkpoint was saved: start again with `tunewise train {run.root}`"
+            return update_record(run_root, status="interrupted", error=f"{what}; {todo}",
+                                 checkpoint=checkpoint.name if checkpoint else None, interrupted_at=now_iso(),
+                                 stages={stage: {"status": "interrupted"}})
+    except RunLocked:  # a writer started meanwhile: it owns the record
+        return read_record(run_root)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tunewise.monitor.record import ACTIVE, process_alive, read_record
+from tunewise.monitor.record import ACTIVE, mark_interrupted, writer_alive
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -31,11 +31,11 @@ def is_run_dir(path: Path) -> bool:
 
 def run_row(run: Path) -> dict[str, Any]:
     """The listing row of one run directory, from run.json, summary.json and eval/comparison.json."""
-    record, summary = read_record(run), _json(run / "summary.json")
+    record, summary = mark_interrupted(run), _json(run / "summary.json")  # a killed writer: now "interrupted"
     config = _config(run) if not record.get("method") else {}
     status = record.get("status") or ("succeeded" if (run / "model").is_dir() else "unknown")
-    if status in ACTIVE and process_alive(record) is False:
-        status = f"{status}?"  # the process that wrote it is gone (killed): shown as doubtful
+    if status in ACTIVE and writer_alive(run, record) is None:
+        status = f"{status}?"  # written from another host: can't tell whether it still runs
     comparison = _json(run / "eval" / "comparison.json")
     main = comparison.get("main_metric")
     entry = (comparison.get("metrics") or {}).get(main) if main else None
@@ -57,6 +57,7 @@ def run_row(run: Path) -> dict[str, Any]:
         "main_metric_base": values.get("base"),
         "created_at": record.get("created_at"),
         "error": record.get("error"),
+        "checkpoint": record.get("checkpoint"),
     }
 
 

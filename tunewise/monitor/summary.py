@@ -33,15 +33,18 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     losses, eval_losses = _values(train, "loss"), _values(evals, "eval_loss")
     best_train, best_eval = _finite_min(losses), _finite_min(eval_losses)
 
-    # sessions: each "start" begins one; its time is the elapsed_s of its last record, its tokens the last count
-    # (all spent, including steps a resume redid)
-    total_time, tokens, session_time, session_tokens = 0.0, 0, 0.0, 0
+    # sessions: each "start" begins one; its time is the elapsed_s of its last record, its tokens the last count less
+    # the count it continued from (a resume records that in its start; files written before tunewise cut
+    # metrics.jsonl back at a resume have none, and count what each session spent)
+    total_time, tokens, session_time, session_tokens, session_base = 0.0, 0, 0.0, 0, 0
     for r in raw:
         if r.get("kind") == "start":
-            total_time, tokens, session_time, session_tokens = total_time + session_time, tokens + session_tokens, 0.0, 0
+            total_time, tokens = total_time + session_time, tokens + max(session_tokens - session_base, 0)
+            session_base = int(number(r.get("trained_tokens")) or 0)
+            session_time, session_tokens = 0.0, session_base
         session_time = max(session_time, number(r.get("elapsed_s")) or 0.0)
         session_tokens = max(session_tokens, int(number(r.get("trained_tokens")) or 0))
-    total_time, tokens = total_time + session_time, tokens + session_tokens
+    total_time, tokens = total_time + session_time, tokens + max(session_tokens - session_base, 0)
 
     peaks: dict[str, float] = {}
     for key in ("peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb"):

@@ -39,8 +39,13 @@ class ChatMessage(BaseModel):
         return "".join(texts)
 
 
+SEED_RANGE = (-(2**63), 2**63 - 1)  # what torch.manual_seed takes (2**70 overflowed into an HTTP 500)
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="allow")  # OpenAI fields this server ignores (logit_bias, ...) are accepted
+    # OpenAI fields this server ignores (logit_bias, ...) are accepted; NaN / Infinity (which Python's JSON parser
+    # reads) are refused with a 400 naming the parameter
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -49,7 +54,7 @@ class _Request(BaseModel):
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     user: str | None = None
     safety_identifier: str | None = None
     metadata: dict[str, str] | None = None
@@ -90,6 +95,8 @@ class CompletionRequest(_Request):
 
 class FeedbackRequest(BaseModel):
     """tunewise's extension: a score in [0, 1] and/or a reference answer for an earlier response ``id``."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     id: str
     score: float | None = Field(None, ge=0, le=1)

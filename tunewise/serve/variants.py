@@ -3,6 +3,11 @@
 Adapters trained on the same base share one ``PeftModel`` (``load_adapter`` per run; ``set_adapter`` picks one per
 request, ``disable_adapter`` serves the base), so serving base + N tuned variants costs one base in memory plus N
 small adapters. A variant's ``lock`` guards the model object it shares: one generation at a time per object.
+
+Safe by default, per run: a run whose config says ``trust_remote_code: true`` gets its own copy of the base, loaded
+with remote code; runs that don't say so share a base loaded without it (one run can't switch it on for others).
+Adapters load from ``adapter_model.safetensors`` only; a pickled ``adapter_model.bin`` is refused unless the user
+opts in (``allow_pickle``, ``tunewise serve --allow-pickle``): unpickling runs code from the file.
 """
 
 from __future__ import annotations
@@ -75,13 +80,35 @@ def _describe(target: Path) -> tuple[str, str | None, Path, bool]:
     )
 
 
+class PickleRefused(ValueError):
+    """An adapter folder has only a pickle checkpoint and the user did not opt in to loading it."""
+
+
+def check_adapter_files(model_dir: Path, *, allow_pickle: bool = False) -> None:
+    """Refuse an adapter folder whose weights are a pickle (``adapter_model.bin``) only, unless ``allow_pickle``."""
+    if (model_dir / "adapter_model.safetensors").is_file():
+        return
+    pickled = [name for name in ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
+               if (model_dir / name).is_file()]
+    if pickled and not allow_pickle:
+        raise PickleRefused(
+            f"{model_dir / pickled[0]} is a pickle file and {model_dir} has no adapter_model.safetensors: tunewise loads "
+            "safetensors only, because unpickling can run code from the file. Convert it to safetensors, or pass "
+            "--allow-pickle (allow_pickle=True) if you trust where it came from")
+    if not pickled:
+        raise FileNotFoundError(f"{model_dir} has no adapter_model.safetensors; train the run again or point at the "
+                                "folder that holds the adapter")
+
+
 def load_variants(
-    targets: Sequence[str | Path], *, include_base: bool = True, device: str = "cpu", dtype: torch.dtype = torch.float32
+    targets: Sequence[str | Path], *, include_base: bool = True, device: str = "cpu", dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
 ) -> dict[str, Variant]:
     """Load every target (run directory or model folder) as a variant; adapters on one base share it.
 
     With ``include_base`` each distinct base of an adapter run is served too, as ``base`` (``base-2``, ... when
-    runs have different bases).
+    runs have different bases, or a base is loaded twice: with and without ``trust_remote_code``, module docstring).
+    ``allow_pickle``: load adapters saved as pickles (``adapter_model.bin``) too.
     """
     from peft import PeftModel
 
@@ -92,7 +119,8 @@ def load_variants(
         raise ValueError("give at least one run directory or model folder to serve")
     taken: set[str] = {"ab"}
     variants: dict[str, Variant] = {}
-    groups: dict[str, list[tuple[str, Path, bool]]] = {}
+    # adapters share a base only with runs that agree on trust_remote_code: one run can't turn it on for another
+    groups: dict[tuple[str, bool], list[tuple[str, Path]]] = {}
     for target in targets:
         name, base, model_dir, trc = _describe(Path(target))
         if base is None:
@@ -100,16 +128,16 @@ def load_variants(
             variants[name] = Variant(name, load_exported(model_dir, device=device, trust_remote_code=trc),
                                      load_tokenizer(str(model_dir), trust_remote_code=trc), str(model_dir))
         else:
-            groups.setdefault(base, []).append((name, model_dir, trc))
-    for base, runs in groups.items():
-        trc = any(t for _, _, t in runs)
+            check_adapter_files(model_dir, allow_pickle=allow_pickle)
+            groups.setdefault((base, trc), []).append((name, model_dir))
+    for (base, trc), runs in groups.items():
         model: Any = load_model(base, dtype=dtype, device=device, trust_remote_code=trc).eval()
         lock = threading.Lock()
         if include_base:
             name = _unique("base", taken)
             variants[name] = Variant(name, model, load_tokenizer(base, trust_remote_code=trc), resolve_model(base),
                                      lock=lock)
-        for run_name, model_dir, _ in runs:
+        for run_name, model_dir in runs:
             name = _unique(run_name, taken)
             if not isinstance(model, PeftModel):
                 model = PeftModel.from_pretrained(model, str(model_dir), adapter_name=name).eval()

@@ -1,8 +1,18 @@
-"""What a checkpoint was trained on, so ``--resume`` refuses to continue a run with other data or settings.
+"""Exact resume: what a checkpoint was trained on, and what tunewise adds to it so a new process continues the run
+as if it had never stopped.
 
-At the start of a fresh training, RUN/checkpoints/fingerprint.json records the sha256 of the training-relevant
-config (everything but eval/monitor/decide settings, the run's name and output folder, and the logging/saving cadence) and
-of the prepared train/val files. ``--resume`` recomputes both and stops with a message naming what changed.
+* At the start of a fresh training, RUN/checkpoints/fingerprint.json records the sha256 of the training-relevant
+  config (everything but eval/monitor/decide settings, the run's name and output folder, and the logging/saving
+  cadence) and of the prepared train/val files. ``--resume`` recomputes both and stops with a message naming what
+  changed.
+* :class:`ResumeState` (a stateful Trainer callback, kept in every checkpoint's trainer_state.json) records the token
+  totals so far and how long metrics.jsonl was when the checkpoint was written. ``--resume`` cuts metrics.jsonl back
+  to that length (the killed session's steps after the checkpoint are redone, not counted twice) and continues the
+  token count (:func:`restore_checkpoint_state`).
+* The Trainer restores the model, optimizer, scheduler and RNG states itself and skips the batches already trained
+  in the current epoch; the data order of each epoch depends on the seed and the epoch only
+  (tunewise/train/trainer.py). An evaluation due at the end of an epoch runs before that step's checkpoint is
+  written, so a resume from it never skips one.
 """
 
 from __future__ import annotations
@@ -10,12 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
 from tunewise.config import Config
+from tunewise.monitor.metrics import cut_metrics
 from tunewise.monitor.record import sha256_file
-from tunewise.rundir import RunDir, atomic_write_json, is_main_process
+from tunewise.rundir import RunDir, atomic_write_json, checkpoint_step, complete_checkpoint, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +93,83 @@ def check_resume(config: Config, run: RunDir) -> None:
             f"can't resume {run.root}: {', and '.join(problems)} since its checkpoints were written. Resume with the "
             "original config and data, or train from the start (without --resume, or in a new run directory)."
         )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# checkpoints: which one to resume from, and what tunewise keeps in it
+
+
+def remove_incomplete_checkpoints(checkpoints: Path) -> list[str]:
+    """Delete checkpoint folders that were cut off while being written (they would be taken for data otherwise);
+    returns their names."""
+    removed = []
+    for folder in Path(checkpoints).glob("checkpoint-*"):
+        if checkpoint_step(folder) is not None and folder.is_dir() and not complete_checkpoint(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return sorted(removed)
+
+
+def remove_checkpoints(checkpoints: Path) -> list[str]:
+    """Delete every checkpoint-N and best-N folder (a fresh start); returns their names."""
+    removed = []
+    for folder in sorted(Path(checkpoints).glob("*-*")):
+        if folder.is_dir() and (checkpoint_step(folder) is not None or folder.name.startswith("best-")):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+class ResumeState(TrainerCallback, ExportableState):
+    """Saved in every checkpoint: token totals so far and the length of metrics.jsonl (module docstring). Also makes
+    an end-of-epoch evaluation run before the checkpoint of the same step (the Trainer evaluates per epoch only
+    after the step's save, which a resume from that checkpoint would skip)."""
+
+    def __init__(self, metrics: str | Path | None = None) -> None:
+        self.metrics = Path(metrics) if metrics else None
+        self.trainer: Any = None  # set by build_trainer
+        self.evaluated_step: int | None = None
+
+    def state(self) -> dict[str, Any]:
+        trained, inputs = self.trainer.saved_token_totals() if self.trainer is not None else (0, 0)
+        size = self.metrics.stat().st_size if self.metrics is not None and self.metrics.is_file() else 0
+        return {"args": {}, "attributes": {"trained_tokens": trained, "input_tokens": inputs, "metrics_bytes": size}}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # a checkpoint written before this callback existed has no entry: the Trainer's save would fail without one
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+        epoch_done = state.epoch is not None and float(state.epoch).is_integer()
+        if strategy == "epoch" and control.should_save and (epoch_done or state.global_step >= state.max_steps):
+            control.should_evaluate = True
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.evaluated_step = state.global_step
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.evaluated_step == state.global_step:
+            control.should_evaluate = False  # done before this step's checkpoint
+
+
+def saved_callback_state(checkpoint: Path, name: str) -> dict[str, Any] | None:
+    """The state a stateful callback called ``name`` saved in ``checkpoint`` (None when it saved none)."""
+    try:
+        saved = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("stateful_callbacks", {})
+    except (OSError, ValueError):
+        return None
+    value = saved.get(name)
+    return (value[-1] if value else None) if isinstance(value, list) else value
+
+
+def restore_checkpoint_state(checkpoint: Path, run: RunDir, trainer: Any) -> dict[str, int]:
+    """Before training resumes from ``checkpoint``: cut metrics.jsonl back to what it held when the checkpoint was
+    written and continue the token totals from there. Returns the restored attributes."""
+    saved = (saved_callback_state(checkpoint, ResumeState.__name__) or {}).get("attributes", {})
+    step = checkpoint_step(checkpoint) or 0
+    if is_main_process():
+        cut_metrics(run.metrics, size=saved.get("metrics_bytes"), after_step=step)
+    if "trained_tokens" in saved:
+        trainer.restore_token_totals(saved["trained_tokens"], saved.get("input_tokens", 0))
+    return saved

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,18 +13,21 @@ from typing import Any, Sequence
 
 import torch
 
-from tunewise.config import Config
+from tunewise.config import Config, ConfigError
 from tunewise.data.example import Example
 from tunewise.models import load_tokenizer
 from tunewise.models.device import resolve_precision
 from tunewise.monitor.memory import memory_snapshot
 from tunewise.monitor.record import tracked
 from tunewise.monitor.session import MonitorSession
-from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, is_main_process, read_jsonl
+from tunewise.preflight import check_config
+from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, is_main_process, last_checkpoint, read_jsonl
+from tunewise.runlock import writing_run
 from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.collate import PadCollator, pack_collator, packing_problem
 from tunewise.train.methods import count_parameters, get_method, load_base
-from tunewise.train.resume import check_resume, write_fingerprint
+from tunewise.train.resume import (ResumeState, check_resume, remove_checkpoints, remove_incomplete_checkpoints,
+                                   restore_checkpoint_state, saved_callback_state, write_fingerprint)
 from tunewise.train.tokenize import Encoded, encode_examples
 
 log = logging.getLogger(__name__)
@@ -95,28 +98,6 @@ def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, prec
     )
 
 
-def complete_checkpoint(folder: Path) -> bool:
-    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut off (killed)."""
-    try:
-        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def last_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest complete checkpoint-N in ``checkpoints`` (an incomplete newer one is skipped with a warning)."""
-    found = sorted(
-        (p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-    for folder in reversed(found):
-        if complete_checkpoint(folder):
-            return folder
-        log.warning("%s is incomplete (the run was stopped while saving it): skipping it", folder)
-    return None
-
-
 def train_run(
     config: Config, run_dir: str | Path, *, resume: bool = False, callbacks: Sequence[Any] = ()
 ) -> dict[str, Any]:
@@ -128,8 +109,8 @@ def train_run(
     Raises :class:`tunewise.monitor.guards.TrainingStopped` when a guard stops the run, and
     :class:`tunewise.monitor.session.TrainingCancelled` (a KeyboardInterrupt) on Ctrl-C, after saving a checkpoint.
     """
-    # --- monitor: run.json status around the whole stage
-    with tracked(run_dir, "train", config):
+    # one writer per run (tunewise/runlock.py), then run.json's status around the whole stage
+    with writing_run(run_dir, "train"), tracked(run_dir, "train", config):
         return _train_run(config, run_dir, resume=resume, callbacks=callbacks)
 
 
@@ -142,8 +123,14 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     checkpoint = last_checkpoint(run.checkpoints) if resume else None
     if resume and checkpoint is None:
         log.warning("no checkpoint in %s: training from the start", run.checkpoints)
+    # before anything slow: what can't work on this model or data, and a changed config or dataset on resume
+    check_config(config, run, data_paths=False, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     if checkpoint is not None:
-        check_resume(config, run)  # before anything slow: a changed config or dataset is refused
+        check_resume(config, run)
+        if is_main_process():
+            for name in remove_incomplete_checkpoints(run.checkpoints):
+                log.info("removed %s (cut off while it was being saved)", name)
+            log.info("resuming from %s", checkpoint.name)
     set_seed(config.training.seed)
 
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
@@ -155,7 +142,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     val_encoded = encode_examples(val_examples, tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
     val_encoded = [e for e in val_encoded if e.n_trained > 0]
     if not train_encoded:
-        raise ValueError(f"{train_file} has no example with a trained token; check the data and `training.loss_on`")
+        raise ConfigError(f"{train_file} has no example with a trained token; check the data and training.loss_on "
+                          f"(now {config.training.loss_on!r})")
 
     model, precision, dtype = load_for_training(config, method)
     trainable, total = count_parameters(model)
@@ -163,14 +151,21 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
 
     args = training_arguments(config, run.checkpoints, has_eval=bool(val_encoded), precision=precision)
     if checkpoint is None:
-        if run.metrics.exists() and is_main_process():
-            run.metrics.unlink()
+        if is_main_process():
+            run.metrics.unlink(missing_ok=True)
+            stale = remove_checkpoints(run.checkpoints)
+            if stale:  # a later --resume must not continue from another training's checkpoint
+                log.warning("training from the start: removed the previous training's %s", ", ".join(stale))
         write_fingerprint(config, run)
     setup = build_trainer(config, run, method.name, model, tokenizer, args, train_encoded, val_encoded, val_examples,
                           callbacks=callbacks, resume=resume)
     trainer, session, best, packing = setup.trainer, setup.session, setup.best, setup.packing
-    if checkpoint is not None and best is not None:
-        restore_tracker(best, checkpoint)
+    if checkpoint is not None:
+        restored_state = restore_checkpoint_state(checkpoint, run, trainer)
+        session.writer.start_fields = {k: restored_state[k] for k in ("trained_tokens", "input_tokens")
+                                       if k in restored_state}
+        if best is not None:
+            restore_tracker(best, checkpoint)
     started = time.time()
     # the model and data are loaded: freezing them out of the garbage collector's view makes the collections during
     # training (and the Trainer's gc.collect() at its start) cheap (tiny model: -0.8 s of a 6 s training)
@@ -178,6 +173,10 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     try:
         with session.watching(trainer):
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BaseException:
+        if is_main_process():  # a checkpoint cut off by the failure (a full disk) is no checkpoint
+            remove_incomplete_checkpoints(run.checkpoints)
+        raise
     finally:
         gc.unfreeze()
     elapsed = time.time() - started
@@ -264,6 +263,7 @@ def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenize
     session = MonitorSession(config, run, resume=resume)
     session.adjust_arguments(args)
     best = best_model_tracker(config, run, has_eval=bool(val))
+    resume_state = ResumeState(run.metrics)
     collator, packing = choose_collator(config, method, model, tokenizer, train)
     quantized_check = guard_quantized_training(model, collator, train, session) if get_method(method).quantized else None
     trainer = TunewiseTrainer(
@@ -273,8 +273,10 @@ def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenize
         eval_dataset=to_dataset(val) if val else None,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[*callbacks, *([best] if best else []), *session.callbacks],
+        # ResumeState last: it sees the saves the others ask for
+        callbacks=[*callbacks, *([best] if best else []), *session.callbacks, resume_state],
     )
+    resume_state.trainer = trainer
     if best is not None and best.metric != "eval_loss":
         trainer.generation_metric = GenerationMetric(
             tokenizer, [e for e in val_examples if e.reference][: config.training.eval_generation_examples],
@@ -310,11 +312,9 @@ def best_model_tracker(config: Config, run: RunDir, *, has_eval: bool) -> BestMo
 
 def restore_tracker(best: BestModel, checkpoint: Path) -> None:
     """Continue early stopping from the state saved in ``checkpoint`` (see tunewise/train/best.py)."""
-    state_file = checkpoint / "trainer_state.json"
-    if state_file.is_file():
-        saved = json.loads(state_file.read_text(encoding="utf-8")).get("stateful_callbacks", {}).get(type(best).__name__)
-        if saved:
-            best.restore(saved[0] if isinstance(saved, list) else saved)
+    saved = saved_callback_state(checkpoint, type(best).__name__)
+    if saved:
+        best.restore(saved)
 
 
 def choose_collator(config: Config, method: str, model: Any, tokenizer: Any, encoded: list[Encoded]) -> tuple[Any, bool]:

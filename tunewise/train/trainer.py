@@ -6,6 +6,8 @@
 * The loss is the sum over trained tokens divided by the number of trained tokens in the *whole accumulated batch*
   (``num_items_in_batch``), so gradient accumulation gives the same loss and gradients as one big batch.
 * Every log record gets trained tokens, tokens/s and memory, for metrics.jsonl.
+* The data order of every epoch is a function of the seed and the epoch alone (:class:`EpochSeededLengthGroupedSampler`),
+  so a run resumed in a later epoch sees the batches the uninterrupted run saw.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from tunewise.monitor.memory import memory_snapshot
 from tunewise.train.collate import model_inputs
@@ -60,13 +63,39 @@ def input_token_count(inputs: dict[str, torch.Tensor]) -> int:
     return int(inputs["input_ids"].numel())
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """``train_sampling_strategy="group_by_length"`` with the shuffle of epoch ``e`` drawn from a generator seeded
+    with ``seed + e``.
+
+    transformers builds its LengthGroupedSampler without a generator, so each epoch's shuffle is drawn from torch's
+    global RNG, whose state at the start of an epoch depends on every dropout mask drawn before it. A resumed run
+    restores that RNG only at the checkpoint's step (after its epoch was shuffled) and draws the shuffle from the
+    state of a fresh process: killed in the first epoch it resumed identically, killed in a later one it trained on
+    another order from the first resumed step (FIELD-NOTES). accelerate's SeedableRandomSampler does the same for
+    the "random" strategy (seed + epoch); the Trainer calls :meth:`set_epoch` through the dataloader at each epoch."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class TunewiseTrainer(Trainer):
     """A Trainer whose loss and logs follow the module docstring."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.trained_tokens = 0
+        self.trained_tokens = 0  # this process, this session
         self.input_tokens = 0
+        # (trained, input) tokens of the sessions before a resume, all processes together (tunewise/train/resume.py)
+        self.token_offset = (0, 0)
         self._last_log_time: float | None = None
         self._last_log_tokens = (0, 0)
         self._train_start = time.time()
@@ -75,6 +104,13 @@ class TunewiseTrainer(Trainer):
         self._flops_per_token: int | None = None
         # our loss is normalised by num_items_in_batch, so Trainer must not divide by the accumulation steps again
         self.model_accepts_loss_kwargs = True
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, list(sampler.lengths), seed)
+        return sampler
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """6 x parameters x tokens, like the Trainer's, without walking every module at every step."""
@@ -105,13 +141,27 @@ class TunewiseTrainer(Trainer):
         return (loss, {}) if return_outputs else loss
 
     def token_totals(self) -> tuple[int, int]:
-        """(trained, input) tokens of the training so far, summed over all processes (a collective call under DDP:
-        every rank must make it)."""
+        """(trained, input) tokens of the training so far (interrupted sessions before a resume included), summed over
+        all processes (a collective call under DDP: every rank must make it)."""
         if self.accelerator.num_processes <= 1:
-            return self.trained_tokens, self.input_tokens
-        counts = torch.tensor([self.trained_tokens, self.input_tokens], dtype=torch.int64, device=self.accelerator.device)
-        trained, inputs = self.accelerator.reduce(counts, reduction="sum").tolist()
-        return int(trained), int(inputs)
+            trained, inputs = self.trained_tokens, self.input_tokens
+        else:
+            counts = torch.tensor([self.trained_tokens, self.input_tokens], dtype=torch.int64,
+                                  device=self.accelerator.device)
+            trained, inputs = self.accelerator.reduce(counts, reduction="sum").tolist()
+        return int(trained) + self.token_offset[0], int(inputs) + self.token_offset[1]
+
+    def restore_token_totals(self, trained: int, inputs: int) -> None:
+        """Continue counting from the totals a checkpoint recorded (``--resume``)."""
+        self.token_offset = self._last_log_tokens = (int(trained), int(inputs))
+
+    def saved_token_totals(self) -> tuple[int, int]:
+        """What a checkpoint records as the tokens so far, without a collective call (only rank 0 writes the
+        trainer state): exact in one process; under DDP the totals of the last training log, which the guards
+        make precede every save (tunewise/monitor/guards.py)."""
+        if self.accelerator.num_processes <= 1:
+            return self.token_totals()
+        return self._last_log_tokens
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         now = time.time()
