@@ -67,11 +67,22 @@ class DataConfig(_Section):
     system_prompt: str | None = Field(None, description="Added as the system message to examples that have none.")
     test_path: str | None = Field(None, description="Use this file as the test split instead of carving one out.")
     split: SplitConfig = Field(default_factory=SplitConfig)
-    stratify_by: str | None = Field(None, description="Field (e.g. 'label') to stratify the split by.")
+    stratify_by: str | None = Field(
+        None, description="Field to stratify the split by: 'answer' (the reference answer), the answer's column, or a "
+        "field kept in meta (e.g. 'label'); null = the answer when the answers are class labels, else none. A field "
+        "that does not exist after loading is an error."
+    )
     seed: int = 42
     max_tokens: int = Field(1024, gt=0, description="Longest example in tokens (rendered chat template).")
     min_tokens: int = Field(1, ge=0)
-    overlength: Literal["drop", "truncate"] = "drop"
+    overlength: Literal["drop", "truncate", "truncate_end"] = Field(
+        "drop", description="An example over max_tokens: drop it; truncate = cut the end of the last user message (the "
+        "system prompt, the template and the answer are kept); truncate_end = cut the end of the rendered example."
+    )
+    clean_control_chars: bool = Field(
+        True, description="Remove invisible control characters (C0 other than tab/newline/CR, DEL, C1) instead of "
+        "rejecting the row; counted in the data report."
+    )
     dedup: bool = True
     near_dedup_threshold: float | None = Field(None, gt=0, le=1, description="Jaccard threshold for MinHash near-duplicates; off when null.")
     max_examples: int | None = Field(None, gt=0, description="Keep at most this many examples (after cleaning, before splitting).")
