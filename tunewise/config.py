@@ -206,6 +206,18 @@ class EvalConfig(_Section):
     batch_size: int = Field(16, gt=0)
     max_examples: int | None = Field(None, gt=0, description="Evaluate on at most this many test examples.")
     baseline: bool = Field(True, description="Also evaluate the untuned base model, for the comparison.")
+    few_shot: int = Field(
+        4, ge=0, description="The base model is also evaluated with this many training examples in its prompt (and the "
+        "label list for a classification task), on the same test rows; 0 = not."
+    )
+    constrained: bool = Field(
+        True, description="Classification: also score each model by the label it ranks highest (log-likelihood of "
+        "each label as the answer); the fair baseline, and the headline when there are labels."
+    )
+    perplexity: bool | Literal["auto"] = Field(
+        "auto", description="Reference perplexity: auto = from the label scores (classification) or its own pass on "
+        "test sets up to 60k tokens; true = always; false = never."
+    )
     examples_in_report: int = Field(10, ge=0)
 
 
@@ -214,9 +226,11 @@ class EvalConfig(_Section):
     def _known_metrics(cls, value: list[str]) -> list[str]:
         from tunewise.evaluate.metrics import METRICS
 
-        unknown = [m for m in value if m not in METRICS]
+        unknown = [m for m in value if m not in METRICS or not METRICS[m].from_text]
         if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; allowed: {', '.join(METRICS)}")
+            allowed = ", ".join(k for k, m in METRICS.items() if m.from_text)
+            hint = " (constrained_accuracy is on with eval.constrained)" if "constrained_accuracy" in unknown else ""
+            raise ValueError(f"unknown metric(s) {unknown}; allowed: {allowed}{hint}")
         if not value:
             raise ValueError("name at least one metric")
         return value

@@ -467,6 +467,7 @@ class Metric:
     stats_fn: Callable[..., tuple[np.ndarray, StatsFn]] | None = None
     scale: float = 1.0
     needs_refs: bool = True
+    from_text: bool = True  # False: scored by the eval stage from something else than the predicted text
 
     @property
     def corpus_level(self) -> bool:
@@ -531,6 +532,8 @@ METRICS: dict[str, Metric] = {
         Metric("label_found", True, label_found_scores),
         Metric("json_valid", True, json_valid_scores, needs_refs=False),
         Metric("json_schema", True, _json_schema_example, needs_refs=False),
+        # the label a model ranks highest (tunewise/evaluate/labels.py): its example_fn takes the ranked labels
+        Metric("constrained_accuracy", True, accuracy_scores, from_text=False),
     )
 }
 
@@ -547,6 +550,10 @@ def _resolve(
     preds: Sequence[str], refs: Sequence[str] | None, names: Sequence[str], options: dict[str, Any]
 ) -> list[Metric]:
     metrics = [get_metric(n) for n in names]
+    ranked = [m.name for m in metrics if not m.from_text]
+    if ranked:
+        raise ValueError(f"{', '.join(ranked)} is scored from label log-likelihoods (eval.constrained), not from "
+                         "predicted text; leave it out of the metric names")
     accepted = set().union(*(m.options() for m in metrics)) if metrics else set()
     unknown = sorted(set(options) - accepted)
     if unknown:
