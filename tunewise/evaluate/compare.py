@@ -25,6 +25,13 @@ def _order(models: list[str]) -> list[str]:
     return sorted(models, key=lambda m: (rank.get(m, 3), m))
 
 
+def value_interval(scores: Sequence[float], *, seed: int = 0, n_resamples: int = 2000) -> list[float]:
+    """The percentile-bootstrap 95% interval of the mean of ``scores`` (the paired bootstrap against zeros: the same
+    resampling as the deltas' intervals)."""
+    boot = paired_bootstrap([0.0] * len(scores), list(scores), n_resamples=n_resamples, seed=seed)
+    return [boot["ci_low"], boot["ci_high"]]
+
+
 def headline_candidate(models: Sequence[str], baseline: str) -> str | None:
     """The model whose delta is the headline: the tuned model when there is one, else the last candidate."""
     others = [m for m in models if m != baseline]
@@ -53,6 +60,8 @@ def compare_predictions(
         metric = get_metric(name)
         entry: dict[str, Any] = {"values": {m: metrics[m].get(name) for m in models}, "higher_is_better": metric.higher_is_better, "deltas": {}}
         base_scores = [r["scores"][name] for r in predictions[baseline]]
+        if name not in METRICS_WITH_TEXT and n:  # each model's own 95% interval (bootstrap of its mean score)
+            entry["intervals"] = {m: value_interval([r["scores"][name] for r in predictions[m]], seed=seed) for m in models}
         for m in models:
             if m == baseline:
                 continue
