@@ -66,12 +66,22 @@ def estimate_stage(config: Config, run: RunDir) -> dict[str, Any] | None:
         log.warning("no estimate before training: %s", err)
         return None
     method = report["methods"][config.method]
-    return {"time_s": method["time"]["total_s"], "peak_mb": method["memory"]["peak_mb"], "time_source": method["time"]["source"]}
+    memory = method["memory"]
+    return {"time_s": method["time"]["total_s"], "peak_mb": memory["peak_mb"], "time_source": method["time"]["source"],
+            "available_mb": report["hardware"]["available_mb"],
+            "peak_mb_with_checkpointing": None if memory.get("gradient_checkpointing") else memory.get("peak_mb_with_checkpointing")}
 
 
 def estimate_line(estimate: dict[str, Any]) -> str:
-    return (f"estimate: training ~{estimate['time_s'] / 60:.1f} min, peak memory ~{estimate['peak_mb'] / 1024:.1f} GB "
+    """The estimate printed before training; a hint when the peak would not fit in the memory available."""
+    line = (f"estimate: training ~{estimate['time_s'] / 60:.1f} min, peak memory ~{estimate['peak_mb'] / 1024:.1f} GB "
             f"({estimate['time_source']})")
+    available, checkpointed = estimate.get("available_mb"), estimate.get("peak_mb_with_checkpointing")
+    if available and estimate["peak_mb"] > 0.9 * available:
+        line += f"; more than the {available / 1024:.1f} GB available"
+        if checkpointed:
+            line += f": training.gradient_checkpointing=true needs ~{checkpointed / 1024:.1f} GB"
+    return line
 
 
 def actual_line(estimate: dict[str, Any] | None, train: dict[str, Any]) -> str:

@@ -44,6 +44,11 @@ AUTO_PERPLEXITY_TOKENS = 60_000
 this many tokens (prompts and answers); a classification test set gets it from the label scores at no cost."""
 
 
+LABEL_SLACK_TOKENS = 8
+"""Classification: answers are generated up to the longest label's tokens plus this many (room for "The answer is
+spam", which ``label_found`` scores), not up to ``eval.max_new_tokens``."""
+
+
 def _phase(progress: Any, name: str, total: int) -> None:
     """Tell a progress display that a new pass over ``total`` examples starts (plain callables ignore it)."""
     start = getattr(progress, "phase", None)
@@ -81,6 +86,9 @@ def evaluate_examples(
         labels = sorted(set(labels) | {r.strip() for r in references})
     else:
         labels = detect_labels(references)
+    if labels is not None:  # nothing longer than the longest label (and a few words around it) can be an exact label
+        longest = max(len(ids) for ids in tokenizer(list(labels), add_special_tokens=False)["input_ids"])
+        max_new_tokens = min(max_new_tokens, longest + LABEL_SLACK_TOKENS)
     timings: dict[str, float] = {}
     started = time.time()
     _phase(progress, "generating", len(examples))
@@ -143,6 +151,7 @@ def evaluate_examples(
         "labels": labels,
         "stopped_share": sum(o["stopped"] for o in outputs) / len(outputs),
         "generation_time_s": elapsed,
+        "max_new_tokens": max_new_tokens,
         "examples_per_s": round(len(examples) / elapsed, 3) if elapsed else None,
         "perplexity_source": source,
         "timings_s": timings,
