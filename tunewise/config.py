@@ -96,7 +96,11 @@ class DataConfig(_Section):
 class LoraConfig(_Section):
     r: int = Field(16, gt=0)
     alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout on the adapter's input. Off by default: with every linear layer adapted, "
+        "PEFT's dropout keeps a copy of each adapted layer's input for backward (q, k and v each their own), 39% of the "
+        "saved activations of SmolLM2-135M (estimated peak 18.5 -> 11.7 GB at batch 8 x ~260-token rows)."
+    )
     target_modules: list[str] | Literal["auto", "all-linear", "attention"] = "auto"
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r.")
     use_dora: bool = Field(False, description="DoRA (weight-decomposed LoRA); `method: dora` turns it on.")
