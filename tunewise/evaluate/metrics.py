@@ -366,7 +366,7 @@ def classification_report(
 
 # --------------------------------------------------------------------------- lenient labels
 
-from tunewise.data.labels import detect_labels  # noqa: E402  (re-exported: the label set of a classification task)
+from tunewise.data.labels import detect_labels  # noqa: E402, F401  (re-exported: the label set of a classification task)
 
 
 def first_label(text: str, labels: Sequence[str]) -> str | None:
