@@ -84,7 +84,7 @@ def test_run_on_a_classification_task_reports_fair_baselines(tmp_path, tiny_dir)
     out = done.stdout
     assert "format: completion (input -> output)" in out and "estimate: training ~" in out
     assert "training took" in out and "(estimated" in out
-    assert "evaluating: ranking labels: 12/12 done" in out  # progress lines when stdout is not a terminal
+    assert "evaluating: base few-shot: ranking labels: 12/12 done" in out  # progress lines when stdout is not a terminal
     run = tmp_path / "runs" / "cls"
     comparison = json.loads((run / "eval" / "comparison.json").read_text())
     assert comparison["models"] == ["base", "base_few_shot", "tuned"] and comparison["headline"] == "tuned"

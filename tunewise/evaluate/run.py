@@ -69,6 +69,7 @@ def evaluate_examples(
     labels: Sequence[str] | None = None,
     constrained: bool = True,
     perplexity: bool | str = "auto",
+    name: str = "",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Generate and score ``examples``; for a classification task also rank the known labels (constrained accuracy:
     :mod:`tunewise.evaluate.labels`) and give reference perplexity where asked: (prediction records, metrics record).
@@ -76,8 +77,9 @@ def evaluate_examples(
     ``labels`` are the task's labels (default: detected from the references; none for a generation task). When there
     are labels, the lenient ``label_found`` score is added to ``metric_names``. ``perplexity``: True, False or
     "auto" (from the label scores when there are labels, else its own pass on test sets up to
-    :data:`AUTO_PERPLEXITY_TOKENS` tokens).
+    :data:`AUTO_PERPLEXITY_TOKENS` tokens). ``name`` (e.g. "base few-shot") prefixes the progress of each pass.
     """
+    prefix = f"{name}: " if name else ""
     from tunewise.evaluate.labels import METRIC, constrained_scores, reference_nll, score_labels
     from tunewise.evaluate.metrics import compute_metrics, detect_labels, per_example_scores
 
@@ -91,7 +93,7 @@ def evaluate_examples(
         max_new_tokens = min(max_new_tokens, longest + LABEL_SLACK_TOKENS)
     timings: dict[str, float] = {}
     started = time.time()
-    _phase(progress, "generating", len(examples))
+    _phase(progress, prefix + "generating", len(examples))
     outputs = generate(
         model, tokenizer, [e.prompt_messages for e in examples],
         max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
@@ -108,7 +110,7 @@ def evaluate_examples(
     ranked = None
     if labels is not None and constrained:
         started = time.time()
-        _phase(progress, "ranking labels", len(examples))
+        _phase(progress, prefix + "ranking labels", len(examples))
         ranked = score_labels(model, tokenizer, [e.prompt_messages for e in examples], labels, batch_size=batch_size,
                               progress=progress)  # fmt: skip
         timings["constrained_s"] = round(time.time() - started, 2)
@@ -227,7 +229,7 @@ def evaluate_run(
                     max_tokens=config.data.max_tokens, progress=progress, labels=labels,
                     constrained=config.eval.constrained)  # fmt: skip
     records, scored = evaluate_examples(model, tokenizer, examples, config.eval.metrics,
-                                        perplexity=config.eval.perplexity, **settings)  # fmt: skip
+                                        perplexity=config.eval.perplexity, name=which, **settings)  # fmt: skip
     result = {
         "model": which,
         "model_path": config.model if which == "base" else str(run.model),
@@ -260,7 +262,8 @@ def few_shot_baseline(config: Config, run: RunDir, model: Any, tokenizer: Any, e
     shots = [train[i] for i in chosen]
     text = instruction("classification" if labels else "generation", labels, False, False)
     prompted = [few_shot(e, shots, text) for e in examples]
-    records, scored = evaluate_examples(model, tokenizer, prompted, config.eval.metrics, perplexity=False, **settings)
+    records, scored = evaluate_examples(model, tokenizer, prompted, config.eval.metrics, perplexity=False,
+                                        name="base few-shot", **settings)  # fmt: skip
     result = {
         "model": FEW_SHOT,
         "model_path": config.model,
