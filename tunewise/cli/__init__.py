@@ -98,14 +98,15 @@ def _print_comparison(comparison: dict[str, Any]) -> None:
 
     models, main = comparison["models"], comparison.get("main_metric")
     head, base = comparison.get("headline"), comparison.get("baseline", models[0])
-    table = Table(title=f"{' vs '.join(models)} on {comparison['n']} held-out examples")
-    table.add_column("metric")
-    for m in models:
-        table.add_column(m, justify="right")
-    table.add_column(f"{head} - {base}" if head else "delta", justify="right")
-    table.add_column("95% CI", justify="right")
-    table.add_column("p", justify="right")
     names = sorted(comparison["metrics"], key=lambda n: n != main)  # the headline metric first
+    table = Table(title=f"{' vs '.join(models)} on {comparison['n']} held-out examples"
+                        + (f" (* headline: {main}, {head} - {base})" if head and len(names) > 1 else ""))
+    table.add_column("metric", no_wrap=True, min_width=max(len(n) for n in names) + 2)
+    for m in models:
+        table.add_column(m.replace("_", " "), justify="right")
+    table.add_column(f"{head} - {base}" if head else "delta", justify="right")
+    table.add_column("95% CI", justify="right", min_width=8)
+    table.add_column("p", justify="right")
     for name in names:
         entry = comparison["metrics"][name]
         values = [f"{entry['values'][m]:.3f}" if entry["values"].get(m) is not None else "" for m in models]
@@ -115,7 +116,7 @@ def _print_comparison(comparison: dict[str, Any]) -> None:
         style = ("green" if better > 0 else "red" if better < 0 else "") if entry.get("significant") else ""
         text = f"{delta:+.3f}" if delta is not None else ""
         table.add_row(
-            f"{name} (headline)" if name == main and len(names) > 1 else name, *values,
+            f"{name} *" if name == main and len(names) > 1 else name, *values,
             f"[{style}]{text}[/]" if style and text else text,
             f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "",
             f"{entry['p_value']:.4f}" if entry.get("p_value") is not None else "",
