@@ -69,7 +69,8 @@ def test_mixed_file_loses_no_valid_row_and_reports_every_bad_one(tmp_path, data_
     good_lines = {i + 1 for i, r in enumerate(rows) if i + 1 not in expected}
 
     short_len = len(encode_example(Example(short["messages"]), data_tokenizer))
-    config = DataConfig(path=str(path), min_tokens=short_len + 1, max_tokens=800, near_dedup_threshold=0.8, seed=1)
+    config = DataConfig(path=str(path), min_tokens=short_len + 1, max_tokens=800, near_dedup_threshold=0.8, seed=1,
+                        clean_control_chars=False)
     out = tmp_path / "out"
     report = prepare_data(config, data_tokenizer, out, progress=False)
 
@@ -99,19 +100,30 @@ def test_report_contents(tmp_path, data_tokenizer):
     assert saved["formats"] == {str(path): "chat"}
 
 
-def test_truncate_keeps_answer_or_rejects(tmp_path, data_tokenizer):
+def test_truncate_cuts_the_user_message_and_keeps_system_and_answer(tmp_path, data_tokenizer):
     good = valid_rows(5)
     limit = max(len(encode_example(Example(r["messages"]), data_tokenizer)) for r in good) + 5
-    keep = chat("short question", "answer " + "word " * limit)  # answer cut, but some of it stays
-    lose = chat("question " + "word " * limit, "short answer")  # cutting would remove the whole answer
-    path = write_jsonl(tmp_path / "t.jsonl", [keep, lose] + good)
+    long_answer = chat("short question", "answer " + "word " * limit)  # only the answer could be cut: rejected
+    long_prompt = chat("question " + "word " * limit, "short answer")  # the user's message is cut
+    long_prompt["messages"].insert(0, {"role": "system", "content": "You answer briefly."})
+    path = write_jsonl(tmp_path / "t.jsonl", [long_answer, long_prompt] + good)
     config = DataConfig(path=str(path), max_tokens=limit, overlength="truncate", split=SplitConfig(train=1, val=0, test=0))
     report = prepare_data(config, data_tokenizer, tmp_path / "out", progress=False)
-    assert report.counts["truncated"] == 1
+    assert report.counts["truncated"] == 1 and report.counts["truncated_prompt"] == 1
     cut = [ex for ex in load_split(tmp_path / "out", "train") if ex.meta.get("truncated")]
-    assert len(cut) == 1 and cut[0].meta["line"] == 1
-    assert report.tokens["train"]["total"]["max"] == limit
+    assert len(cut) == 1 and cut[0].meta["line"] == 2
+    system, user, answer = cut[0].messages
+    assert system["content"] == "You answer briefly." and answer["content"] == "short answer"
+    assert user["content"].startswith("question word") and len(user["content"]) < len(long_prompt["messages"][1]["content"])
+    assert limit - 3 <= len(encode_example(cut[0], data_tokenizer)) <= limit  # what is written fits, and is not cut more than needed
     assert [r["reason"] for r in read_rejects(tmp_path / "out")] == ["too_long"]
+
+    # truncate_end: the rendered example is cut at max_tokens (the long answer keeps its start; the long prompt loses its answer)
+    end = prepare_data(config.model_copy(update={"overlength": "truncate_end"}), data_tokenizer, tmp_path / "end", progress=False)
+    cut = [ex for ex in load_split(tmp_path / "end", "train") if ex.meta.get("truncated")]
+    assert len(cut) == 1 and cut[0].meta["line"] == 1 and end.counts["truncated_prompt"] == 0
+    assert end.tokens["train"]["total"]["max"] == limit
+    assert [r["reason"] for r in read_rejects(tmp_path / "end")] == ["too_long"]
 
 
 def splits_of(out: Path) -> dict[str, list[int]]:

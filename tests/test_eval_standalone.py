@@ -50,10 +50,18 @@ def test_standalone_eval_of_a_model_folder_writes_everything(tiny_dir: Path, lab
     result = evaluate_model(tiny_dir, label_file, tmp_path, max_new_tokens=4, metrics=["exact_match"])
     name = tiny_dir.name
     assert result["n"] == 8 and result["labels"] == ["no", "yes"]
-    assert set(result["metrics"]) == {"exact_match", "label_found", "perplexity"}
-    assert result["metrics"]["perplexity"] > 1.0
+    assert set(result["metrics"]) == {"exact_match", "label_found", "constrained_accuracy", "perplexity"}
+    assert result["metrics"]["perplexity"] > 1.0 and result["perplexity_source"].startswith("label scores")
     records = [json.loads(line) for line in (tmp_path / f"predictions_{name}.jsonl").read_text().splitlines()]
-    assert len(records) == 8 and set(records[0]["scores"]) == {"exact_match", "label_found"}
+    assert len(records) == 8 and set(records[0]["scores"]) == {"exact_match", "label_found", "constrained_accuracy"}
+    assert records[0]["constrained"]["label"] in ("no", "yes") and set(records[0]["constrained"]["logprobs"]) == {"no", "yes"}
+    # the perplexity taken from the label scores is the one a separate forward pass gives
+    from tunewise.evaluate.perplexity import perplexity
+    from tunewise.evaluate.standalone import read_examples
+    from tunewise.models import load_model, load_tokenizer
+
+    direct = perplexity(load_model(str(tiny_dir)), load_tokenizer(str(tiny_dir)), read_examples(label_file))
+    assert result["metrics"]["perplexity"] == pytest.approx(direct, rel=1e-4)
     errors = json.loads((tmp_path / f"errors_{name}.json").read_text())
     assert errors["by_input_length"]["unit"] == "tokens"
     assert sum(errors["counts_by_kind"].values()) == errors["errors"]

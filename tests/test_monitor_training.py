@@ -334,7 +334,7 @@ def test_pipeline_run_record_and_runs_listing(tmp_path: Path, model_dir: Path, d
     record = read_record(config.run_dir)
     assert record["status"] == "succeeded" and record["stage"] == "report"
     assert {name: s["status"] for name, s in record["stages"].items()} == {
-        "prepare": "succeeded", "eval base": "succeeded", "train": "succeeded", "eval tuned": "succeeded",
+        "prepare": "succeeded", "eval base": "succeeded", "estimate": "succeeded", "train": "succeeded", "eval tuned": "succeeded",
         "compare": "succeeded", "report": "succeeded", "pipeline": "succeeded"}
     (row,) = list_runs(tmp_path / "runs")
     assert row["status"] == "succeeded" and row["main_metric"] == "exact_match"

@@ -64,6 +64,46 @@ def check_for_prepare(config: Config) -> None:
     check_context(config)
 
 
+def estimate_stage(config: Config, run: RunDir) -> dict[str, Any] | None:
+    """Time and peak memory of training ``config.method`` on the prepared data, before training (RUN/estimate.json;
+    calibrated on a few real steps when ``decide.calibrate``). None, with a warning, when it cannot be estimated:
+    an estimate never stops a run."""
+    from tunewise.decide.estimate import estimate_run
+
+    try:
+        report = estimate_run(config, run.root, [config.method], calibrate=config.decide.calibrate,
+                              calibration_steps=config.decide.calibration_steps)  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - the estimate is advice; training goes on without it
+        log.warning("no estimate before training: %s", err)
+        return None
+    method = report["methods"][config.method]
+    memory = method["memory"]
+    return {"time_s": method["time"]["total_s"], "peak_mb": memory["peak_mb"], "time_source": method["time"]["source"],
+            "available_mb": report["hardware"]["available_mb"],
+            "peak_mb_with_checkpointing": None if memory.get("gradient_checkpointing") else memory.get("peak_mb_with_checkpointing")}
+
+
+def estimate_line(estimate: dict[str, Any]) -> str:
+    """The estimate printed before training; a hint when the peak would not fit in the memory available."""
+    line = (f"estimate: training ~{estimate['time_s'] / 60:.1f} min, peak memory ~{estimate['peak_mb'] / 1024:.1f} GB "
+            f"({estimate['time_source']})")
+    available, checkpointed = estimate.get("available_mb"), estimate.get("peak_mb_with_checkpointing")
+    if available and estimate["peak_mb"] > 0.9 * available:
+        line += f"; more than the {available / 1024:.1f} GB available"
+        if checkpointed:
+            line += f": training.gradient_checkpointing=true needs ~{checkpointed / 1024:.1f} GB"
+    return line
+
+
+def actual_line(estimate: dict[str, Any] | None, train: dict[str, Any]) -> str:
+    """The closing note: what training took against what was estimated before it."""
+    peak = train.get("cuda_peak_allocated_mb") or train.get("peak_rss_mb") or 0
+    took = f"training took {train.get('train_time_s', 0) / 60:.1f} min, peak memory {peak / 1024:.1f} GB"
+    if not estimate:
+        return took
+    return took + f" (estimated {estimate['time_s'] / 60:.1f} min, {estimate['peak_mb'] / 1024:.1f} GB)"
+
+
 def compare_stage(config: Config, run: RunDir) -> dict[str, Any]:
     from tunewise.evaluate.compare import compare_run
 
@@ -106,28 +146,36 @@ def _run_all(config: Config, notify: Notify, eval_progress: Any) -> dict[str, An
         return value
 
     with tracked(run.root, "pipeline", config):  # monitor: the whole pipeline is the job in run.json
-        _run_stages(config, run, result, stage, eval_progress)
+        _run_stages(config, run, result, stage, eval_progress, notify)
     # the report was rendered while the job was still "running": render the page again with its final status
     from tunewise.report.html import build_report
 
     build_report(run.root, examples=config.eval.examples_in_report)
     result["timings_s"] = timings
-    atomic_write_json(run.root / "pipeline.json", {k: v for k, v in result.items() if k in ("timings_s", "report")})
+    atomic_write_json(run.root / "pipeline.json", {k: v for k, v in result.items() if k in ("timings_s", "report", "estimate")})
     return result
 
 
 def _run_stages(config: Config, run: RunDir, result: dict[str, Any], stage: Callable[[str, Callable[[], Any]], Any],
-                eval_progress: Any) -> None:
+                eval_progress: Any, notify: Notify) -> None:
     from tunewise.evaluate.run import evaluate_run
     from tunewise.train.run import train_run
+
+    from tunewise.data.stats import describe_loading
 
     result["data"] = stage("prepare", lambda: prepare_stage(config, run))
     from tunewise.preflight import check_data
 
     check_data(config, run)  # before the baseline evaluation and the training
+    for line in describe_loading(result["data"]):
+        notify(line)
     if config.eval.baseline:
         result["base"] = stage("eval base", lambda: evaluate_run(config, run.root, "base", progress=eval_progress))
+    result["estimate"] = stage("estimate", lambda: estimate_stage(config, run))
+    if result["estimate"]:
+        notify(estimate_line(result["estimate"]))
     result["train"] = stage("train", lambda: train_run(config, run.root))
+    notify(actual_line(result["estimate"], result["train"]))
     result["tuned"] = stage("eval tuned", lambda: evaluate_run(config, run.root, "tuned", progress=eval_progress))
     if config.eval.baseline:  # a comparison needs the baseline's predictions
         result["comparison"] = stage("compare", lambda: compare_stage(config, run))

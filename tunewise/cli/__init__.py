@@ -141,46 +141,42 @@ def _save_traceback(run_root: str | Path | None) -> str:
     return "nowhere (the disk is full?); rerun with TUNEWISE_DEBUG=1 to see it"
 
 
-def _eval_progress(total: int, description: str) -> tuple[Any, Callable[[int], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _eval_progress(label: str) -> Any:
+    """Eval progress on the console: a bar per pass in a terminal, a line every few seconds otherwise."""
+    from tunewise.evaluate.progress import EvalProgress
 
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
-    task = progress.add_task(description, total=total)
-    return progress, lambda n: progress.advance(task, n)
+    return EvalProgress(console, label)
 
 
 def _print_comparison(comparison: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{' vs '.join(comparison['models'])} on {comparison['n']} held-out examples")
-    table.add_column("metric")
-    for m in comparison["models"]:
-        table.add_column(m, justify="right")
-    table.add_column("delta", justify="right")
-    table.add_column("95% CI", justify="right")
+    models, main = comparison["models"], comparison.get("main_metric")
+    head, base = comparison.get("headline"), comparison.get("baseline", models[0])
+    names = sorted(comparison["metrics"], key=lambda n: n != main)  # the headline metric first
+    table = Table(title=f"{' vs '.join(models)} on {comparison['n']} held-out examples"
+                        + (f" (* headline: {main}, {head} - {base})" if head and len(names) > 1 else ""))
+    table.add_column("metric", no_wrap=True, min_width=max(len(n) for n in names) + 2)
+    for m in models:
+        table.add_column(m.replace("_", " "), justify="right")
+    table.add_column(f"{head} - {base}" if head else "delta", justify="right")
+    table.add_column("95% CI", justify="right", min_width=8)
     table.add_column("p", justify="right")
-    for name, entry in comparison["metrics"].items():
-        values = [f"{entry['values'][m]:.3f}" if entry["values"].get(m) is not None else "" for m in comparison["models"]]
+    for name in names:
+        entry = comparison["metrics"][name]
+        values = [f"{entry['values'][m]:.3f}" if entry["values"].get(m) is not None else "" for m in models]
         delta = entry.get("delta")
         ci = entry.get("ci")
         better = (delta or 0) * (1 if entry.get("higher_is_better", True) else -1)
         style = ("green" if better > 0 else "red" if better < 0 else "") if entry.get("significant") else ""
         text = f"{delta:+.3f}" if delta is not None else ""
         table.add_row(
-            name, *values,
+            f"{name} *" if name == main and len(names) > 1 else name, *values,
             f"[{style}]{text}[/]" if style and text else text,
             f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "",
             f"{entry['p_value']:.4f}" if entry.get("p_value") is not None else "",
         )
     console.print(table)
-
-
-def _count_test_examples(run_dir: Path, split: str = "test") -> int:
-    path = run_dir / "data" / f"{split}.jsonl"
-    return sum(1 for line in path.open(encoding="utf-8") if line.strip()) if path.is_file() else 0
 
 
 @app.command()
@@ -202,20 +198,10 @@ def run(
         from tunewise.pipeline import run_all
 
         console.print(f"[bold]tunewise run[/] {cfg.name}: {cfg.method} on [cyan]{cfg.model}[/] -> {cfg.run_dir}")
-        progress_state: dict[str, Any] = {}
-
-        def eval_progress(n: int) -> None:
-            if "bar" not in progress_state:
-                total = _count_test_examples(cfg.run_dir)
-                if cfg.eval.max_examples:
-                    total = min(total, cfg.eval.max_examples)
-                progress_state["bar"], progress_state["advance"] = _eval_progress(total, "generating")
-                progress_state["bar"].start()
-            progress_state["advance"](n)
+        eval_progress = _eval_progress("evaluating")
 
         def notify(message: str) -> None:
-            if "bar" in progress_state:
-                progress_state.pop("bar").stop()
+            eval_progress.close()
             console.print(message, highlight=False, markup=False)
 
         result = guarded(lambda: run_all(cfg, notify=notify, eval_progress=eval_progress), stage="run", config=cfg,
@@ -300,12 +286,13 @@ def eval_command(
     for field, value in (("metrics", names), ("max_new_tokens", max_new_tokens), ("max_examples", max_examples)):
         if value:
             guarded(lambda: setattr(cfg.eval, field, value))
-    total = _count_test_examples(run_dir.root, split)
-    bar, advance = _eval_progress(min(total, cfg.eval.max_examples or total), f"generating ({model})")
-    with bar:
-        result = guarded(lambda: evaluate_run(cfg, run_dir.root, model, split=split, progress=advance))
+    with _eval_progress(model) as progress:
+        result = guarded(lambda: evaluate_run(cfg, run_dir.root, model, split=split, progress=progress))
     for name, value in result["metrics"].items():
         console.print(f"{name}: {value:.4f}")
+    if result.get("few_shot"):
+        few = result["few_shot"]
+        console.print(f"few-shot ({len(few['shots'])} shots): " + ", ".join(f"{k} {v:.4f}" for k, v in few["metrics"].items()))
 
 
 def _eval_standalone(model: str, data: Optional[Path], out: Optional[Path], names: Optional[list[str]],

@@ -6,12 +6,19 @@ tool calls passed through, per-message ``weight``), ``sharegpt`` (conversations 
 (``instruction``, ``input``, ``output``, ``system``, ``history``, ``messages``, ``conversations``, ``prompt``,
 ``completion``, ``text``, ``label``, and inside messages ``role``/``content``/``from``/``value``) to the name used
 in the file. Problems raise :class:`RowError` with a reason code.
+
+With ``format: auto`` a file's *shape* is detected from its field names (:func:`detect_shape`): besides the five formats'
+own names, ``{input, output}``, ``{question, answer}`` and ``{text, label}`` load as ``completion`` with the columns
+mapped (``{text, label}`` is a classification shape: the label is the answer). A column read as two fields (e.g.
+``columns: {instruction: input}`` on alpaca rows, whose ``input`` is a field of its own) is refused
+(:func:`check_columns`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 from tunewise.data.errors import DataError, RowError
 from tunewise.data.example import Example
@@ -39,20 +46,96 @@ def check_format(name: str) -> str:
     return name
 
 
-def detect_format(record: Mapping[str, Any], columns: Mapping[str, str] | None = None) -> str | None:
-    """The format a record is in, from its field names, or None when no format fits."""
-    has = _has(record, columns or {})
+@dataclass(frozen=True)
+class Shape:
+    """A detected file shape: the format, the column mapping it needs on top of the user's, and what it says."""
+
+    format: str
+    columns: dict[str, str] = field(default_factory=dict)
+    classification: bool = False
+
+    def describe(self, user_columns: Mapping[str, str] | None = None) -> str:
+        """``completion (input -> output)``: the format and, for question -> answer formats, the columns read."""
+        cols = {**self.columns, **(user_columns or {})}
+        pair = {"completion": ("prompt", "completion"), "alpaca": ("instruction", "output")}.get(self.format)
+        if pair is None:
+            return self.format
+        return f"{self.format} ({cols.get(pair[0], pair[0])} -> {cols.get(pair[1], pair[1])})" + (
+            ", classification" if self.classification else "")
+
+
+# Shapes recognised by their field names, in order: (fields that must be present, format, columns it maps)
+_PAIRS: tuple[tuple[tuple[str, ...], str, dict[str, str], bool], ...] = (
+    (("input", "output"), "completion", {"prompt": "input", "completion": "output"}, False),
+    (("question", "answer"), "completion", {"prompt": "question", "completion": "answer"}, False),
+    (("text", "label"), "completion", {"prompt": "text", "completion": "label"}, True),
+)
+
+
+def detect_shape(record: Mapping[str, Any], columns: Mapping[str, str] | None = None) -> Shape | None:
+    """The shape a record is in, from its field names (after the user's ``columns``), or None when none fits."""
+    columns = columns or {}
+    has = _has(record, columns)
     if has("messages"):
-        return "chat"
+        return Shape("chat")
     if has("conversations"):
-        return "sharegpt"
-    if has("instruction") or (has("output") and not has("completion")):
-        return "alpaca"
+        return Shape("sharegpt")
+    if has("instruction"):
+        return Shape("alpaca")
     if has("prompt") or has("completion"):
-        return "completion"
+        return Shape("completion")
+    mapped = set(columns.values())
+    for needed, fmt, cols, classification in _PAIRS:
+        if all(name in record and name not in mapped for name in needed):
+            return Shape(fmt, {k: v for k, v in cols.items() if k not in columns}, classification)
     if has("text"):
-        return "text"
+        return Shape("text")
     return None
+
+
+def detect_format(record: Mapping[str, Any], columns: Mapping[str, str] | None = None) -> str | None:
+    """The format a record is in, from its field names, or None when no format fits (see :func:`detect_shape`)."""
+    shape = detect_shape(record, columns)
+    return shape.format if shape else None
+
+
+def check_columns(fmt: str, columns: Mapping[str, str]) -> None:
+    """A DataError when two fields of ``fmt`` would read the same column (e.g. ``columns: {instruction: input}`` on
+    alpaca rows: ``input`` is alpaca's own field too, so every input would go into the prompt twice)."""
+    names = _FIELDS.get(fmt, ())
+    if fmt == "chat":
+        names = (*names, "role", "content")
+    elif fmt == "sharegpt":
+        names = (*names, "from", "value")
+    readers: dict[str, list[str]] = {}
+    for name in names:
+        readers.setdefault(columns.get(name, name), []).append(name)
+    for column, fields in readers.items():
+        if len(fields) > 1:
+            mapped = [f for f in fields if columns.get(f) == column and f != column]
+            own = [f for f in fields if f not in mapped]
+            how = (f"data.columns maps {' and '.join(mapped)} to column {column!r}, which {fmt} also reads as its "
+                   f"{' and '.join(own)} field" if own else f"data.columns maps {' and '.join(mapped)} to the same column {column!r}")
+            hint = (f"; for rows with {column!r} and an answer, set data.format: completion and "
+                    f"data.columns: {{prompt: {column}, completion: <answer column>}}" if fmt == "alpaca" else "")
+            raise DataError(f"{how}: every row would use it twice{hint}")
+
+
+def suggest_config(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """Config lines that would load rows like ``records`` as question -> answer pairs (None: no text fields): the
+    text field with the longest values is the prompt, the one with the shortest (or fewest distinct) the answer."""
+    texts: dict[str, list[str]] = {}
+    for record in records:
+        for key, value in record.items():
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
+                texts.setdefault(str(key), []).append(str(value))
+    usable = {k: v for k, v in texts.items() if len(v) >= max(1, len(records) // 2)}
+    if len(usable) < 2:
+        return None
+    mean = {k: sum(len(x) for x in v) / len(v) for k, v in usable.items()}
+    prompt = max(usable, key=lambda k: (mean[k], k))
+    answer = min((k for k in usable if k != prompt), key=lambda k: (len(set(usable[k])), mean[k], k))
+    return f"data: {{format: completion, columns: {{prompt: {prompt}, completion: {answer}}}}}"
 
 
 def _has(record: Mapping[str, Any], columns: Mapping[str, str]) -> Callable[[str], bool]:
@@ -73,7 +156,7 @@ def normalize(
     elif fmt == "completion":
         messages = _optional_system(record, columns) + [
             {"role": "user", "content": _text(record, "prompt", columns)},
-            {"role": "assistant", "content": _text(record, "completion", columns)},
+            {"role": "assistant", "content": _text(record, "completion", columns, numbers=True)},
         ]
     elif fmt == "text":
         messages = [{"role": "text", "content": _text(record, "text", columns)}]
@@ -128,14 +211,18 @@ def _field(record: Mapping[str, Any], name: str, columns: Mapping[str, str]) -> 
     return record[col]
 
 
-def _text(record: Mapping[str, Any], name: str, columns: Mapping[str, str], *, required: bool = True) -> str:
-    """A text field: a string, non-empty when required (an optional field may be absent, null or empty)."""
+def _text(record: Mapping[str, Any], name: str, columns: Mapping[str, str], *, required: bool = True,
+          numbers: bool = False) -> str:
+    """A text field: a string, non-empty when required (an optional field may be absent, null or empty). With
+    ``numbers`` an integer is its text (class labels such as 0 and 1)."""
     col = columns.get(name, name)
     if col not in record or (not required and record[col] is None):
         if required:
             raise RowError("missing_field", f"missing field {_label(name, columns)}")
         return ""
     value = record[col]
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str):
         raise RowError("wrong_type", f"field {_label(name, columns)} is {_kind(value)}; expected text")
     if required and not value.strip():

@@ -20,16 +20,20 @@ from tunewise.config import DataConfig
 from tunewise.data.dedup import NearDuplicateIndex, content_key, example_text, signatures
 from tunewise.data.errors import DataError, Reject, RowError
 from tunewise.data.example import Example
-from tunewise.data.formats import check_format, detect_format, normalize
+from tunewise.data.formats import Shape, check_columns, check_format, detect_shape, normalize, suggest_config
 from tunewise.data.io import RawRow, atomic_open, dumps, iter_rows, write_json, write_jsonl
-from tunewise.data.split import SPLITS, label_getter, split_items
+from tunewise.data.labels import ANSWER, answer_label, detect_labels, meta_label
+from tunewise.data.split import SPLITS, split_items
 from tunewise.data.stats import DataReport, TokenCounts, label_counts, token_stats
-from tunewise.data.validate import check_example, check_tokens
+from tunewise.data.validate import check_example, check_tokens, clean_control_chars
 from tunewise.rundir import staged_dir
-from tunewise.train.tokenize import IGNORE_INDEX, encode_examples
+from tunewise.train.tokenize import IGNORE_INDEX, encode_examples, truncate_prompt
 
 BATCH = 1024
 DETECT_WINDOW = 100  # rows a file may start with before its format must be recognisable
+SAMPLE_ROWS = 20  # rows kept as they were read, to name the columns seen when most rows do not load
+SHAPE_REASONS = ("missing_field", "wrong_type")  # rejections that say the rows are not in the format being read
+MOST = 0.5  # more than this share of rows rejected for SHAPE_REASONS: the data is not loaded as the user meant
 
 
 @dataclass
@@ -56,11 +60,25 @@ class RejectLog:
 
 
 @dataclass
+class LoadState:
+    """What :func:`normalised` learns while reading: each file's shape, the columns it saw, a few raw rows, and what
+    cleaning removed."""
+
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    fields: Counter[str] = field(default_factory=Counter)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    cleaned_rows: int = 0
+    cleaned_chars: int = 0
+    shape_rejects: int = 0
+
+
+@dataclass
 class _Collected:
     items: list[Item] = field(default_factory=list)
     read: int = 0
     stages: Counter[str] = field(default_factory=Counter)
     formats: dict[str, str] = field(default_factory=dict)
+    state: LoadState = field(default_factory=LoadState)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -68,91 +86,146 @@ class _Collected:
 
 
 def normalised(
-    rows: Iterable[RawRow], config: DataConfig, rejects: RejectLog, formats: dict[str, str]
+    rows: Iterable[RawRow], config: DataConfig, rejects: RejectLog, formats: dict[str, str], state: LoadState | None = None
 ) -> Iterator[tuple[RawRow, Example]]:
-    """Parsed rows -> checked Examples; every other row goes to ``rejects``. With ``format: auto`` each file's format
-    is detected from its first recognisable row (recorded in ``formats``)."""
+    """Parsed rows -> checked Examples; every other row goes to ``rejects``. With ``format: auto`` each file's shape
+    is detected from its first recognisable row (its format recorded in ``formats``, the shape in ``state``). With
+    ``config.clean_control_chars`` invisible control characters are removed (counted in ``state``) before the checks."""
     fmt = check_format(config.format)
+    state = state if state is not None else LoadState()
     pending: list[RawRow] = []
     current: str | None = None
+    columns: dict[str, dict[str, str]] = {}  # source -> the columns its rows are read with
+    clean = getattr(config, "clean_control_chars", False)
 
-    def emit(row: RawRow, file_format: str) -> Iterator[tuple[RawRow, Example]]:
+    def emit(row: RawRow) -> Iterator[tuple[RawRow, Example]]:
         if row.error is not None:
             rejects.add(row.source, row.line, row.error, row.raw)
             return
+        if len(state.samples) < SAMPLE_ROWS:
+            state.samples.append(dict(row.record))
+        if sum(state.fields.values()) < 200 * 8:
+            state.fields.update(str(k) for k in row.record)
         try:
-            example = normalize(row.record, file_format, config.columns, system_prompt=config.system_prompt)
+            example = normalize(row.record, formats[row.source], columns[row.source], system_prompt=config.system_prompt)
+            if clean:
+                removed = clean_control_chars(example)
+                if removed:
+                    state.cleaned_rows += 1
+                    state.cleaned_chars += removed
             check_example(example)
         except RowError as err:
+            if err.code in SHAPE_REASONS:
+                state.shape_rejects += 1
             rejects.add(row.source, row.line, err, row.record)
             return
         example.meta["source"], example.meta["line"] = row.source, row.line
         yield row, example
 
+    def settle(source: str, shape: Shape) -> None:
+        merged = {**shape.columns, **config.columns}
+        check_columns(shape.format, merged)
+        formats[source], state.shapes[source], columns[source] = shape.format, shape, merged
+
     for row in rows:
         if row.source != current:
             if pending:  # the previous file never showed a recognisable row
-                _undetected(pending)
+                _undetected(pending, config)
             current, pending = row.source, []
         if row.source not in formats:
             if fmt != "auto":
-                formats[row.source] = fmt
-            elif row.record is not None and (found := detect_format(row.record, config.columns)):
-                formats[row.source] = found
+                settle(row.source, Shape(fmt))
+            elif row.record is not None and (found := detect_shape(row.record, config.columns)):
+                settle(row.source, found)
             else:
                 pending.append(row)
                 if sum(r.record is not None for r in pending) >= DETECT_WINDOW:
-                    _undetected(pending)
+                    _undetected(pending, config)
                 continue
             for early in pending:
-                yield from emit(early, formats[row.source])
+                yield from emit(early)
             pending = []
-        yield from emit(row, formats[row.source])
+        elif row.source not in columns:  # formats given by the caller (a second pass over the same files)
+            settle(row.source, Shape(formats[row.source]))
+        yield from emit(row)
     if pending:
         if all(r.record is None for r in pending):  # nothing but unparseable rows: reject them all
             for r in pending:
                 if r.error is not None:
                     rejects.add(r.source, r.line, r.error, r.raw)
         else:
-            _undetected(pending)
+            _undetected(pending, config)
 
 
-def _undetected(rows: list[RawRow]) -> None:
-    record = next(r.record for r in rows if r.record is not None)
-    fields = ", ".join(map(str, list(record)[:8])) or "(none)"
+def _undetected(rows: list[RawRow], config: DataConfig) -> None:
+    records = [r.record for r in rows if r.record is not None]
+    fields = ", ".join(map(str, list(records[0])[:8])) or "(none)"
+    hint = suggest_config(records[:SAMPLE_ROWS])
     raise DataError(
-        f"cannot tell the format of {rows[0].source} (fields: {fields}); set data.format to alpaca, chat, sharegpt, "
-        f"completion or text and map other field names with data.columns"
+        f"cannot tell the format of {rows[0].source} (fields: {fields}); "
+        + (f"to read it as question -> answer pairs set {hint}; otherwise " if hint else "")
+        + "set data.format to alpaca, chat, sharegpt, completion or text and map other field names with data.columns"
     )
+
+
+def shape_error(path: str, state: LoadState, read: int, rejected: Counter[str], rejects_path: Path) -> str:
+    """The one-line error for data whose rows mostly do not fit the format they are read as: the columns seen, how
+    the rows were read, and the config lines that would load them."""
+    seen = ", ".join(f"{k}" for k, _ in state.fields.most_common(8)) or "(none)"
+    read_as = "; ".join(sorted({s.describe() for s in state.shapes.values()})) or "no format"
+    top = ", ".join(f"{k} {v}" for k, v in rejected.most_common(3))
+    hint = suggest_config(state.samples)
+    return (f"{state.shape_rejects} of {read} rows of {path} do not fit the format they were read as ({read_as}; "
+            f"rejected: {top}); the rows have the columns {seen}"
+            + (f"; to load them as question -> answer pairs set {hint}" if hint else "")
+            + f"; see {rejects_path}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # collecting
 
 
-def _measure(batch: list[Example]) -> list[tuple[tuple[str, str, int] | None, TokenCounts | None, np.ndarray | None]]:
-    """Tokenize a batch with the chat template (as training does), apply the token checks and compute near-duplicate
-    signatures. Runs in a worker process (state from :func:`_init_worker`) or inline. For each example:
-    ``(reject, counts, signature)`` where ``reject`` is ``(code, message, n_tokens)`` or None."""
+Measured = tuple[tuple[str, str, int] | None, TokenCounts | None, np.ndarray | None, list[dict[str, Any]] | None]
+
+
+def _measure(batch: list[Example]) -> list[Measured]:
+    """Tokenize a batch with the chat template (as training does), apply the token checks (cutting the prompt side of
+    an example over ``max_tokens`` with ``overlength: truncate``) and compute near-duplicate signatures. Runs in a
+    worker process (state from :func:`_init_worker`) or inline. For each example: ``(reject, counts, signature,
+    messages)`` where ``reject`` is ``(code, message, n_tokens)`` or None and ``messages`` replace the example's when
+    its prompt was cut (else None)."""
     tokenizer, loss_on, config, need_sigs = _STATE["tokenizer"], _STATE["loss_on"], _STATE["config"], _STATE["need_sigs"]
     encoded = encode_examples(batch, tokenizer, loss_on=loss_on)
     limit = config.max_tokens
-    out: list[tuple[tuple[str, str, int] | None, TokenCounts | None, np.ndarray | None]] = []
-    for enc in encoded:
+    out: list[Measured] = []
+    texts: list[Example] = list(batch)
+    for i, enc in enumerate(encoded):
         n, trained = len(enc), enc.n_trained
+        if n > limit and config.overlength == "truncate" and trained:
+            cut = truncate_prompt(batch[i], tokenizer, limit, loss_on=loss_on, encoded=enc)
+            if cut is None:
+                message = (f"{n} tokens, more than data.max_tokens={limit}, and cutting the last user message cannot "
+                           "bring it under (the answer or earlier turns are too long); raise data.max_tokens")
+                out.append((("too_long", message, n), None, None, None))
+                continue
+            example, cut_enc = cut
+            texts[i] = example
+            counts = TokenCounts.of(cut_enc, truncated=True)
+            out.append((None, counts, None, example.messages))
+            continue
         after_cut = sum(1 for x in enc.labels[:limit] if x != IGNORE_INDEX) if n > limit else None
         err = check_tokens(n, trained, after_cut, min_tokens=config.min_tokens, max_tokens=limit, overlength=config.overlength)
         if err is not None:
-            out.append(((err.code, err.message, n), None, None))
+            out.append(((err.code, err.message, n), None, None, None))
             continue
         counts = TokenCounts.of(enc)
-        if after_cut is not None:  # truncated: training sees the first max_tokens tokens
+        if after_cut is not None:  # truncate_end: training sees the first max_tokens tokens
             counts = TokenCounts(prompt=min(counts.prompt, limit), total=limit, trained=after_cut, truncated=True)
-        out.append((None, counts, None))
+        out.append((None, counts, None, None))
     if need_sigs:
         keep = [i for i, r in enumerate(out) if r[0] is None]
-        for i, sig in zip(keep, signatures([example_text(batch[i]) for i in keep])):
-            out[i] = (None, out[i][1], sig)
+        for i, sig in zip(keep, signatures([example_text(texts[i]) for i in keep])):
+            out[i] = (None, out[i][1], sig, out[i][3])
     return out
 
 
@@ -216,14 +289,18 @@ def _collect(path: str, config: DataConfig, measurer: _Measurer, rejects: Reject
             yield row
 
     def finish(done: list[tuple[Example, bytes]], results: list[Any]) -> None:
-        for (example, key), (reject, counts, sig) in zip(done, results):
+        for (example, key), (reject, counts, sig, messages) in zip(done, results):
             meta = example.meta
+            if messages is not None:  # the prompt was cut to fit: what is written is what is trained and evaluated
+                example.messages = messages
+                key = content_key(example)
             if reject is not None:
                 rejects.add(meta["source"], meta["line"], RowError(reject[0], reject[1]), example.to_record(), tokens=reject[2])
                 continue
             out.stages["within token limits"] += 1
             if counts.truncated:
                 meta["truncated"] = True
+                out.stages["truncated (prompt side)" if messages is not None else "truncated (end)"] += 1
             if near is not None:
                 found = near.find(sig)
                 if found is not None:
@@ -235,7 +312,7 @@ def _collect(path: str, config: DataConfig, measurer: _Measurer, rejects: Reject
             out.items.append(Item(example, key, counts, sig))
         tick(len(done))
 
-    for row, example in normalised(counted(iter_rows(path)), config, rejects, out.formats):
+    for row, example in normalised(counted(iter_rows(path)), config, rejects, out.formats, out.state):
         out.stages["valid"] += 1
         key = content_key(example)
         if config.dedup:
@@ -344,6 +421,9 @@ def prepare_data(
         given_test = None
         if config.test_path:
             given_test = _collect(config.test_path, config, measurer, rejects, tick=tick)
+        _check_shapes(config.path, main, rejects, rejects_path)
+        if given_test is not None:
+            _check_shapes(config.test_path or "", given_test, rejects, rejects_path)
         items = main.items
         unused: list[Item] = []
         if config.max_examples is not None and len(items) > config.max_examples:
@@ -352,8 +432,9 @@ def prepare_data(
             chosen = set(random.Random(config.seed).sample(range(len(items)), config.max_examples))
             unused = [it for i, it in enumerate(items) if i not in chosen]
             items = [it for i, it in enumerate(items) if i in chosen]
+        task = classify(items, main, config)
         if items:
-            get = label_getter(config.stratify_by)
+            get = task.label_of
             parts = split_items(items, config.split, seed=config.seed, has_test=given_test is not None,
                                 label_of=(lambda it: get(it.example)) if get else None)  # fmt: skip
             unused += parts.pop("unused")
@@ -366,13 +447,19 @@ def prepare_data(
     if not items:
         total = sum(rejected.values())
         top = ", ".join(f"{k} {v}" for k, v in Counter(rejects.counts).most_common(3))
-        raise DataError(f"no valid row in {config.path} ({main.read} read, {total} rejected: {top or 'the file is empty'}); see {rejects_path}")
+        hint = suggest_config(main.state.samples) if main.state.shape_rejects else None
+        seen = ", ".join(k for k, _ in main.state.fields.most_common(8))
+        raise DataError(f"no valid row in {config.path} ({main.read} read, {total} rejected: {top or 'the file is empty'})"
+                        + (f"; the rows have the columns {seen}" if seen and main.state.shape_rejects else "")
+                        + (f"; to load them as question -> answer pairs set {hint}" if hint else "")
+                        + f"; see {rejects_path}")
 
     files = {name: str(out_dir / f"{name}.jsonl") for name in SPLITS}
     files["rejects"] = str(rejects_path)
 
-    label_field = (config.stratify_by or "label").removeprefix("meta.")
     read = main.read + (given_test.read if given_test else 0)
+    states = [main.state] + ([given_test.state] if given_test else [])
+    label_of = task.label_of or meta_label("label")
     report = DataReport(
         counts={
             "read": read,
@@ -381,14 +468,18 @@ def prepare_data(
             "rejected": rejected,
             "rejected_total": sum(rejected.values()),
             "truncated": sum(1 for s in SPLITS for it in parts[s] if it.tokens.truncated),
+            "truncated_prompt": main.stages["truncated (prompt side)"] + (given_test.stages["truncated (prompt side)"] if given_test else 0),
+            "control_chars_cleaned": {"rows": sum(st.cleaned_rows for st in states), "chars": sum(st.cleaned_chars for st in states)},
             "unused": len(unused),
             "augmented": augmented,
         },
         stages=_stages(main, given_test, items, parts, augmented),
         tokens={s: token_stats([it.tokens for it in parts[s]]) for s in SPLITS},
-        labels={s: label_counts(it.example.meta.get(label_field) for it in parts[s]) for s in SPLITS},
+        labels={s: label_counts(label_of(it.example) for it in parts[s]) for s in SPLITS},
         overlap=overlap,
         formats={**main.formats, **(given_test.formats if given_test else {})},
+        shapes={src: shape.describe(config.columns) for st in states for src, shape in st.shapes.items()},
+        task=task.to_dict(),
         files=files,
         config=config.model_dump(mode="json"),
         seconds=round(time.perf_counter() - started, 3),
@@ -400,6 +491,63 @@ def prepare_data(
             write_jsonl(stage / f"{name}.jsonl", (it.example.to_record() for it in parts[name]))
         write_json(stage / "data_report.json", report.to_dict())
     return report
+
+
+def _check_shapes(path: str, collected: _Collected, rejects: RejectLog, rejects_path: Path) -> None:
+    """A DataError when most rows of ``path`` do not fit the format they were read as (the data would be loaded as
+    a fraction of itself): the error names the columns seen and the config lines that would load them."""
+    state = collected.state
+    if collected.items and state.shape_rejects > MOST * max(collected.read, 1):
+        raise DataError(shape_error(path, state, collected.read, rejects.counts, rejects_path))
+
+
+@dataclass
+class Task:
+    """What the prepared data is for: ``classification`` (few distinct short answers: the labels) or ``generation``;
+    and what its split is stratified by (``label_field``, read by ``label_of``)."""
+
+    type: str
+    labels: list[str] | None
+    label_field: str | None
+    label_of: Callable[[Example], Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "labels": self.labels, "label_field": self.label_field}
+
+
+def classify(items: list[Item], collected: _Collected, config: DataConfig) -> Task:
+    """The task of the kept rows and the label the split is stratified by: ``data.stratify_by`` when given (the
+    answer's column, ``answer``, or a field every format keeps in ``meta``; a field that does not exist after loading
+    is an error), else the answer itself when the answers are class labels."""
+    answers = [answer_label(it.example) for it in items]
+    labels = detect_labels([a for a in answers if a is not None]) if answers and None not in answers else None
+    kind = "classification" if labels else "generation"
+    answer_columns = {ANSWER} | {shape_answer_column(s, config.columns) for s in collected.state.shapes.values()}
+    answer_columns.discard(None)  # type: ignore[arg-type]
+    field = config.stratify_by
+    if field is None:
+        if labels:
+            return Task(kind, labels, "answer", answer_label)
+        return Task(kind, labels, None, None)
+    name = field.removeprefix("meta.")
+    if name in answer_columns and not any(name in it.example.meta for it in items):
+        return Task(kind, labels, f"answer ({name})" if name != ANSWER else ANSWER, answer_label)
+    if items and not any(name in it.example.meta for it in items):
+        kept = sorted({k for it in items[:200] for k in it.example.meta if k not in ("source", "line", "truncated")})
+        answer = sorted(c for c in answer_columns if c != ANSWER)
+        raise DataError(
+            f"data.stratify_by: no row has a field {field!r} after loading (fields kept besides the conversation: "
+            f"{', '.join(kept) or 'none'}); use one of those, 'answer' (the reference answer"
+            + (f", read from column {', '.join(answer)}" if answer else "") + "), or remove stratify_by"
+        )
+    return Task(kind, labels, name, meta_label(name))
+
+
+def shape_answer_column(shape: Shape, user_columns: dict[str, str]) -> str | None:
+    """The column a shape reads the answer from (None for conversations, whose answer is the last assistant turn)."""
+    cols = {**shape.columns, **user_columns}
+    name = {"completion": "completion", "alpaca": "output"}.get(shape.format)
+    return cols.get(name, name) if name else None
 
 
 def _stages(main: _Collected, test: _Collected | None, items: list[Item], parts: dict[str, list[Item]], augmented: dict[str, int]) -> list[dict[str, Any]]:
@@ -427,7 +575,12 @@ def _augment(parts: dict[str, list[Item]], config: DataConfig, tokenizer: Any, l
     counts["rejected"] = rejected
     if new:
         _init_worker(tokenizer, loss_on, config, False)
-        kept = [Item(ex, content_key(ex), tc) for ex, (reject, tc, _) in zip(new, _measure(new)) if reject is None]
+        kept = []
+        for ex, (reject, tc, _, messages) in zip(new, _measure(new)):
+            if reject is None:
+                if messages is not None:
+                    ex.messages = messages
+                kept.append(Item(ex, content_key(ex), tc))
         seen = {it.key for s in SPLITS for it in parts[s]}
         kept = [it for it in kept if it.key not in seen]
         counts["rejected"] += len(new) - len(kept)
@@ -499,12 +652,13 @@ def split_file(path: str, out_dir: str | Path, config: DataConfig) -> dict[str, 
     """Split a data file without a tokenizer (no token checks): read, normalise, validate, exact-dedup, split by
     ``config.split`` / ``seed`` / ``stratify_by``; writes train/val/test.jsonl and rejects.jsonl; returns counts."""
     out_dir = Path(out_dir)
-    formats: dict[str, str] = {}
-    items: list[Item] = []
+    collected = _Collected()
+    items = collected.items
     seen: dict[bytes, tuple[str, int]] = {}
     with atomic_open(out_dir / "rejects.jsonl") as stream:
         rejects = RejectLog(stream)
-        for row, example in normalised(iter_rows(path), config, rejects, formats):
+        for row, example in normalised(iter_rows(path), config, rejects, collected.formats, collected.state):
+            collected.read += 1
             key = content_key(example)
             if config.dedup and key in seen:
                 first = seen[key]
@@ -514,7 +668,7 @@ def split_file(path: str, out_dir: str | Path, config: DataConfig) -> dict[str, 
             items.append(Item(example, key, TokenCounts(0, 0, 0)))
     if not items:
         raise DataError(f"no valid row in {path}; see {out_dir / 'rejects.jsonl'}")
-    get = label_getter(config.stratify_by)
+    get = classify(items, collected, config).label_of
     parts = split_items(items, config.split, seed=config.seed, label_of=(lambda it: get(it.example)) if get else None)
     counts = {name: write_jsonl(out_dir / f"{name}.jsonl", (it.example.to_record() for it in parts[name])) for name in SPLITS}
     counts["unused"] = len(parts["unused"])

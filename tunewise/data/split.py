@@ -94,11 +94,3 @@ def split_items(
 
 def _group_key(label: Any) -> str:
     return "" if label is None else str(label)
-
-
-def label_getter(field: str | None) -> Callable[[Any], Any] | None:
-    """``meta[field]`` of an Example (``label`` is ``meta.label``, from a top-level ``label`` column too)."""
-    if not field:
-        return None
-    name = field[len("meta.") :] if field.startswith("meta.") else field
-    return lambda ex: ex.meta.get(name)

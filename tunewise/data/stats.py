@@ -76,6 +76,8 @@ class DataReport:
     labels: dict[str, dict[str, int]] = field(default_factory=dict)
     overlap: dict[str, Any] = field(default_factory=dict)
     formats: dict[str, str] = field(default_factory=dict)
+    shapes: dict[str, str] = field(default_factory=dict)  # file -> "completion (input -> output)": how it was read
+    task: dict[str, Any] = field(default_factory=dict)  # type (classification / generation), labels, label_field
     files: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
@@ -118,12 +120,35 @@ def plot_token_histograms(report: DataReport | dict[str, Any], path: str) -> str
     return path
 
 
+def describe_loading(data: dict[str, Any]) -> list[str]:
+    """One line per file saying how it was read ("format: completion (input -> output)"), the task, and what
+    cleaning and truncation changed."""
+    from pathlib import Path
+
+    shapes = data.get("shapes") or data.get("formats") or {}
+    lines = [f"format: {desc}" + (f"  [{Path(src).name}]" if len(shapes) > 1 else "") for src, desc in shapes.items()]
+    task = data.get("task") or {}
+    if task.get("type") == "classification":
+        labels = task.get("labels") or []
+        shown = ", ".join(labels[:12]) + (f", ... ({len(labels)} in all)" if len(labels) > 12 else "")
+        lines.append(f"task: classification, {len(labels)} labels ({shown}); split stratified by {task.get('label_field')}")
+    counts = data.get("counts", {})
+    cleaned = counts.get("control_chars_cleaned") or {}
+    if cleaned.get("rows"):
+        lines.append(f"control characters removed: {cleaned['chars']:,} in {cleaned['rows']:,} rows (data.clean_control_chars)")
+    if counts.get("truncated_prompt"):
+        lines.append(f"user messages cut to fit data.max_tokens: {counts['truncated_prompt']:,} rows (data.overlength: truncate)")
+    return lines
+
+
 def render_report(report: DataReport | dict[str, Any], console: Any) -> None:
     """Print a data report as rich tables: stages, rejections, token lengths, labels, overlap."""
     from rich.table import Table
 
     data = report.to_dict() if isinstance(report, DataReport) else report
     counts = data.get("counts", {})
+    for line in describe_loading(data):
+        console.print(line, highlight=False, markup=False)
     stages = Table(title="rows per stage")
     stages.add_column("stage")
     stages.add_column("rows", justify="right")

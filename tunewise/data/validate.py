@@ -13,6 +13,19 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def clean_control_chars(example: Example) -> int:
+    """Remove invisible control characters (C0 except tab, newline and carriage return; DEL; C1) from every message
+    of ``example`` in place; returns how many were removed."""
+    removed = 0
+    for m in example.messages:
+        content = m.get("content")
+        if isinstance(content, str) and _CONTROL.search(content):
+            cleaned, n = _CONTROL.subn("", content)
+            m["content"] = cleaned
+            removed += n
+    return removed
+
+
 def check_example(example: Example) -> None:
     """Raise RowError when the example cannot be trained on as it is."""
     messages = example.messages
@@ -56,7 +69,7 @@ def _check_text(text: str, where: str) -> None:
         raise RowError("invalid_utf8", f"{where} holds an unpaired surrogate (an escape that is not valid UTF-8)")
     found = _CONTROL.search(text)
     if found:
-        raise RowError("control_chars", f"{where} contains control character U+{ord(found.group()):04X} at position {found.start()}; remove it or fix the file's encoding")
+        raise RowError("control_chars", f"{where} contains control character U+{ord(found.group()):04X} at position {found.start()}; remove it, fix the file's encoding, or set data.clean_control_chars: true")
 
 
 def check_tokens(n_tokens: int, n_trained: int, n_trained_after_cut: int | None, *, min_tokens: int, max_tokens: int, overlength: str) -> RowError | None:
@@ -67,8 +80,8 @@ def check_tokens(n_tokens: int, n_trained: int, n_trained_after_cut: int | None,
     if n_tokens < min_tokens:
         return RowError("too_short", f"{n_tokens} tokens, fewer than data.min_tokens={min_tokens}")
     if n_tokens > max_tokens:
-        if overlength == "drop":
-            return RowError("too_long", f"{n_tokens} tokens, more than data.max_tokens={max_tokens} (set data.overlength=truncate to keep it cut)")
+        if overlength != "truncate_end":
+            return RowError("too_long", f"{n_tokens} tokens, more than data.max_tokens={max_tokens} (set data.overlength: truncate to cut the user's message, or raise data.max_tokens)")
         if not n_trained_after_cut:
             return RowError("too_long", f"{n_tokens} tokens; cutting to data.max_tokens={max_tokens} would remove the whole answer")
     return None

@@ -11,15 +11,31 @@ from tunewise.evaluate.metrics import get_metric
 from tunewise.evaluate.significance import paired_bootstrap, paired_bootstrap_stats, win_tie_loss
 from tunewise.rundir import RunDir, atomic_write_json, read_jsonl
 
-MAIN_METRIC_ORDER = ("accuracy", "exact_match", "token_f1", "rougeL", "chrf", "bleu")
+MAIN_METRIC_ORDER = ("constrained_accuracy", "accuracy", "exact_match", "token_f1", "rougeL", "chrf", "bleu")
+"""The headline metric is the first of these that was scored: for a classification task the label each model ranks
+highest (the fair comparison: a verbose base model scores 0 on exact match by construction)."""
+METRICS_WITH_TEXT = ("bleu", "chrf")  # corpus-level metrics whose bootstrap recomputes them from the predicted text
 # Headline numbers without per-example scores, mapped to higher_is_better (perplexity: lower is better).
 CORPUS_ONLY_METRICS = {"perplexity": False}
 
 
 def _order(models: list[str]) -> list[str]:
-    """Baseline first, the run's tuned model next, then the rest by name."""
-    rank = {"base": 0, "tuned": 1}
-    return sorted(models, key=lambda m: (rank.get(m, 2), m))
+    """Baseline first, its few-shot variant next, then the run's tuned model, then the rest by name."""
+    rank = {"base": 0, "base_few_shot": 1, "tuned": 2}
+    return sorted(models, key=lambda m: (rank.get(m, 3), m))
+
+
+def value_interval(scores: Sequence[float], *, seed: int = 0, n_resamples: int = 2000) -> list[float]:
+    """The percentile-bootstrap 95% interval of the mean of ``scores`` (the paired bootstrap against zeros: the same
+    resampling as the deltas' intervals)."""
+    boot = paired_bootstrap([0.0] * len(scores), list(scores), n_resamples=n_resamples, seed=seed)
+    return [boot["ci_low"], boot["ci_high"]]
+
+
+def headline_candidate(models: Sequence[str], baseline: str) -> str | None:
+    """The model whose delta is the headline: the tuned model when there is one, else the last candidate."""
+    others = [m for m in models if m != baseline]
+    return "tuned" if "tuned" in others else (others[-1] if others else None)
 
 
 def compare_predictions(
@@ -37,18 +53,20 @@ def compare_predictions(
     for m in models:
         if len(predictions[m]) != n or any(a["reference"] != b["reference"] for a, b in zip(predictions[m], predictions[baseline])):
             raise ValueError(f"predictions of {m!r} and {baseline!r} are not on the same examples; evaluate both on one test split")
-    names = list(predictions[baseline][0]["scores"]) if n else []
+    names = [k for k in predictions[baseline][0]["scores"] if all(k in predictions[m][0]["scores"] for m in models)] if n else []
     refs = [r["reference"] for r in predictions[baseline]]
     out: dict[str, Any] = {}
     for name in names:
         metric = get_metric(name)
         entry: dict[str, Any] = {"values": {m: metrics[m].get(name) for m in models}, "higher_is_better": metric.higher_is_better, "deltas": {}}
         base_scores = [r["scores"][name] for r in predictions[baseline]]
+        if name not in METRICS_WITH_TEXT and n:  # each model's own 95% interval (bootstrap of its mean score)
+            entry["intervals"] = {m: value_interval([r["scores"][name] for r in predictions[m]], seed=seed) for m in models}
         for m in models:
             if m == baseline:
                 continue
             scores = [r["scores"][name] for r in predictions[m]]
-            if metric.stats_fn is not None:
+            if metric.stats_fn is not None and name in METRICS_WITH_TEXT:
                 stats_a, score_fn = metric.stats([r["prediction"] for r in predictions[baseline]], refs)
                 stats_b, _ = metric.stats([r["prediction"] for r in predictions[m]], refs)
                 boot = paired_bootstrap_stats(stats_a, stats_b, score_fn, n_resamples=min(n_resamples, 2000), seed=seed)
@@ -64,17 +82,20 @@ def compare_predictions(
                 "significant": bool(boot["p_value"] < 0.05),
                 "win_tie_loss": {"win": wtl["wins"], "tie": wtl["ties"], "loss": wtl["losses"]},
             }
-        # the last candidate's comparison at the top level, for a two-model table
-        if entry["deltas"]:
-            entry.update(list(entry["deltas"].values())[-1])
+        # the headline candidate's comparison (the tuned model) at the top level, for a two-model table
+        headline = headline_candidate(models, baseline)
+        if headline in entry["deltas"]:
+            entry.update(entry["deltas"][headline])
         out[name] = entry
     for name, higher in CORPUS_ONLY_METRICS.items():  # no per-example scores: values and delta, no interval
-        if all(metrics[m].get(name) is not None for m in models):
-            deltas = {m: {"delta": metrics[m][name] - metrics[baseline][name]} for m in models if m != baseline}
-            out[name] = {"values": {m: metrics[m][name] for m in models}, "higher_is_better": higher, "deltas": deltas,
-                         **(list(deltas.values())[-1] if deltas else {})}
+        have = [m for m in models if metrics[m].get(name) is not None]
+        if baseline in have and len(have) > 1:
+            deltas = {m: {"delta": metrics[m][name] - metrics[baseline][name]} for m in have if m != baseline}
+            top = deltas.get(headline_candidate(models, baseline) or "", {})
+            out[name] = {"values": {m: metrics[m].get(name) for m in models}, "higher_is_better": higher, "deltas": deltas, **top}
     main = next((m for m in MAIN_METRIC_ORDER if m in out), names[0] if names else None)
-    return {"models": models, "baseline": baseline, "n": n, "main_metric": main, "metrics": out,
+    return {"models": models, "baseline": baseline, "headline": headline_candidate(models, baseline), "n": n,
+            "main_metric": main, "metrics": out,
             "bootstrap": {"n_resamples": n_resamples, "seed": seed, "confidence": 0.95}}
 
 
@@ -117,8 +138,13 @@ def _headline(pred_file: Path, records: list[dict[str, Any]], names: list[str]) 
     metrics_file = pred_file.with_name(pred_file.name.replace("predictions_", "metrics_", 1).replace(".jsonl", ".json"))
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text(encoding="utf-8"))["metrics"]
+    from tunewise.evaluate.labels import METRIC
+
     preds, refs = [r["prediction"] for r in records], [r["reference"] for r in records]
-    return compute_metrics(preds, refs, [n for n in names if n != "json_schema"])
+    out = compute_metrics(preds, refs, [n for n in names if n not in ("json_schema", METRIC)])
+    if METRIC in names and records:  # scored from label log-likelihoods: the mean of its per-example scores
+        out[METRIC] = sum(r["scores"][METRIC] for r in records) / len(records)
+    return out
 
 
 def compare_files(targets: Sequence[str | Path], out: str | Path | None = None, *, seed: int = 0) -> dict[str, Any]:

@@ -366,19 +366,7 @@ def classification_report(
 
 # --------------------------------------------------------------------------- lenient labels
 
-
-def detect_labels(refs: Sequence[str], *, max_labels: int = 50, max_words: int = 4, max_chars: int = 40) -> list[str] | None:
-    """The label set when ``refs`` look like class labels (few distinct short strings), else None.
-
-    Labels: at least 2 and at most ``max_labels`` distinct stripped references, at most half as many as
-    there are references (each label recurs), each at most ``max_words`` words and ``max_chars`` characters.
-    """
-    distinct = sorted({r.strip() for r in refs})
-    if not 2 <= len(distinct) <= min(max_labels, max(2, len(refs) // 2)):
-        return None
-    if any(not d or len(d) > max_chars or len(d.split()) > max_words for d in distinct):
-        return None
-    return distinct
+from tunewise.data.labels import detect_labels  # noqa: E402, F401  (re-exported: the label set of a classification task)
 
 
 def first_label(text: str, labels: Sequence[str]) -> str | None:
@@ -479,6 +467,7 @@ class Metric:
     stats_fn: Callable[..., tuple[np.ndarray, StatsFn]] | None = None
     scale: float = 1.0
     needs_refs: bool = True
+    from_text: bool = True  # False: scored by the eval stage from something else than the predicted text
 
     @property
     def corpus_level(self) -> bool:
@@ -543,6 +532,8 @@ METRICS: dict[str, Metric] = {
         Metric("label_found", True, label_found_scores),
         Metric("json_valid", True, json_valid_scores, needs_refs=False),
         Metric("json_schema", True, _json_schema_example, needs_refs=False),
+        # the label a model ranks highest (tunewise/evaluate/labels.py): its example_fn takes the ranked labels
+        Metric("constrained_accuracy", True, accuracy_scores, from_text=False),
     )
 }
 
@@ -559,6 +550,10 @@ def _resolve(
     preds: Sequence[str], refs: Sequence[str] | None, names: Sequence[str], options: dict[str, Any]
 ) -> list[Metric]:
     metrics = [get_metric(n) for n in names]
+    ranked = [m.name for m in metrics if not m.from_text]
+    if ranked:
+        raise ValueError(f"{', '.join(ranked)} is scored from label log-likelihoods (eval.constrained), not from "
+                         "predicted text; leave it out of the metric names")
     accepted = set().union(*(m.options() for m in metrics)) if metrics else set()
     unknown = sorted(set(options) - accepted)
     if unknown:

@@ -11,6 +11,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from tunewise import __version__
+from tunewise.data.stats import describe_loading
 from tunewise.rundir import RunDir, atomic_write_text, read_jsonl
 
 
@@ -54,24 +55,56 @@ def _delta_class(entry: dict[str, Any]) -> str:
 
 
 def _comparison_rows(comparison: dict[str, Any]) -> dict[str, Any]:
-    models = comparison["models"]
+    """The comparison table: every metric (the headline first), each model's value, and each candidate's delta
+    against the baseline with its interval, p-value and win / tie / loss."""
+    models, baseline, main = comparison["models"], comparison.get("baseline", comparison["models"][0]), comparison.get("main_metric")
+    candidates = [m for m in models if m != baseline]
     rows = []
-    for metric, entry in comparison["metrics"].items():
-        delta = entry.get("delta")
-        ci = entry.get("ci")
-        wtl = entry.get("win_tie_loss")
-        rows.append(
-            {
-                "metric": metric,
-                "cells": [_fmt(entry["values"].get(m)) for m in models],
+    for metric in sorted(comparison["metrics"], key=lambda name: name != main):
+        entry = comparison["metrics"][metric]
+        deltas = []
+        for m in candidates:
+            d = (entry.get("deltas") or {}).get(m) or {}
+            delta, ci, wtl = d.get("delta"), d.get("ci"), d.get("win_tie_loss")
+            deltas.append({
                 "delta": ("+" if (delta or 0) > 0 else "") + _fmt(delta) if delta is not None else "",
-                "delta_class": _delta_class(entry),
+                "delta_class": _delta_class({**d, "higher_is_better": entry.get("higher_is_better", True)}),
                 "ci": f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "",
-                "p": _fmt(entry.get("p_value"), 4) if entry.get("p_value") is not None else "",
+                "p": _fmt(d.get("p_value"), 4) if d.get("p_value") is not None else "",
                 "wtl": " / ".join(str(wtl[k]) for k in ("win", "tie", "loss")) if wtl else "",
-            }
-        )
-    return {"models": models, "rows": rows, "n": comparison.get("n"), "split": comparison.get("split", "test")}
+            })
+        rows.append({"metric": metric + (" (headline)" if metric == main and len(comparison["metrics"]) > 1 else ""),
+                     "cells": [_fmt(entry["values"].get(m)) for m in models], "deltas": deltas})
+    return {"models": models, "baseline": baseline, "candidates": candidates, "rows": rows, "n": comparison.get("n"),
+            "split": comparison.get("split", "test")}
+
+
+BASELINE_ROWS = (
+    ("base", "accuracy", "base model, zero-shot (its generated answer)"),
+    ("base_few_shot", "accuracy", "base model, few-shot prompt (generated)"),
+    ("base", "constrained_accuracy", "base model, constrained (the label it ranks highest)"),
+    ("base_few_shot", "constrained_accuracy", "base model, few-shot prompt, constrained"),
+    ("tuned", "accuracy", "fine-tuned (generated)"),
+    ("tuned", "constrained_accuracy", "fine-tuned, constrained"),
+)
+
+
+def _baselines_view(comparison: dict[str, Any], run: RunDir) -> dict[str, Any] | None:
+    """"Was fine-tuning worth it?": prompting (zero-shot, few-shot, constrained) next to the tuned model, each with
+    its 95% interval, on the same test rows."""
+    metrics = comparison.get("metrics") or {}
+    rows = []
+    for model, metric, what in BASELINE_ROWS:
+        entry = metrics.get(metric)
+        if not entry or entry["values"].get(model) is None:
+            continue
+        ci = (entry.get("intervals") or {}).get(model)
+        rows.append({"what": what, "metric": metric, "value": _fmt(entry["values"][model]),
+                     "ci": f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""})
+    if not any(r["metric"] == "constrained_accuracy" for r in rows) and not any("few-shot" in r["what"] for r in rows):
+        return None
+    few = _load_json(run.eval / "metrics_base_few_shot.json") or {}
+    return {"rows": rows, "shots": len(few.get("shots") or []), "instruction": few.get("instruction")}
 
 
 def _monitor_view(run: RunDir) -> dict[str, Any] | None:
@@ -119,6 +152,16 @@ def _errors_view(run: RunDir, models: list[str], worst_n: int) -> dict[str, Any]
         ],
         "length_unit": (errors.get("by_input_length") or {}).get("unit", ""),
     }
+
+
+def _labels_view(data_report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Examples per label in each split, for a classification task."""
+    if not data_report or (data_report.get("task") or {}).get("type") != "classification":
+        return None
+    labels = data_report.get("labels") or {}
+    splits = [s for s in ("train", "val", "test") if s in labels]
+    names = sorted({k for s in splits for k in labels[s]})
+    return {"splits": splits, "rows": [(n, [labels[s].get(n, 0) for s in splits]) for n in names[:50]]}
 
 
 def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
@@ -189,6 +232,9 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
         version=__version__,
         cards=cards,
         comparison=_comparison_rows(comparison) if comparison else None,
+        baselines=_baselines_view(comparison, run) if comparison else None,
+        loading=describe_loading(data_report) if data_report else [],
+        labels=_labels_view(data_report),
         plots=plots,
         train=train_view,
         data=_flatten(data_report.get("counts", data_report)) if data_report else None,

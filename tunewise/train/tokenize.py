@@ -149,6 +149,47 @@ def encode_examples(
     return out
 
 
+def truncate_prompt(
+    example: Example, tokenizer: Any, max_tokens: int, *, loss_on: LossOn = "answers", encoded: Encoded | None = None
+) -> tuple[Example, Encoded] | None:
+    """``example`` with the end of its last user message cut so that the rendered example fits ``max_tokens``
+    (the system prompt, the template and every answer kept), and its encoding; None when even an empty user message
+    would not fit. A plain-text example has no prompt: its text is cut at the end. ``encoded`` is the example's
+    encoding when the caller has it.
+
+    The cut is found on the message's own tokens and checked by rendering again (a token boundary inside the
+    template can merge differently), cutting a few tokens more until it fits."""
+    messages = example.messages
+    is_text = len(messages) == 1 and messages[0].get("role") == "text"
+    last = example.last_assistant_index
+    target = 0 if is_text else next((i for i in range(last or 0, -1, -1) if messages[i].get("role") == "user"), None)
+    if target is None:
+        return None
+    enc = encoded if encoded is not None else encode_example(example, tokenizer, loss_on=loss_on)
+    content = str(messages[target].get("content") or "")
+    pieces = tokenizer(content, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = pieces["offset_mapping"]
+    keep = len(offsets)
+    over = len(enc) - max_tokens
+    if over <= 0:
+        return example, enc
+    for _ in range(8):
+        keep -= over
+        if keep <= 0:
+            return None
+        cut = content[: offsets[keep - 1][1]].rstrip()
+        new_messages = [dict(m) for m in messages]
+        new_messages[target]["content"] = cut
+        candidate = Example(messages=new_messages, meta={**example.meta, "truncated": True})
+        enc = encode_example(candidate, tokenizer, loss_on=loss_on)
+        over = len(enc) - max_tokens
+        if over <= 0:
+            if not is_text and enc.n_trained == 0:
+                return None
+            return candidate, enc
+    return None
+
+
 def encode_example(example: Example, tokenizer: Any, **kwargs: Any) -> Encoded:
     """:func:`encode_examples` for one example."""
     return encode_examples([example], tokenizer, **kwargs)[0]

