@@ -75,7 +75,10 @@ def model_sizes(model: str, trust_remote_code: bool = False) -> ModelSizes:
 
     from tunewise.models import resolve_model
 
-    model_config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+    try:
+        model_config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):  # a tokenizer-only folder (enough for `data prepare`); loading the model says more
+        return ModelSizes(None, None, {})
     text = getattr(model_config, "text_config", None) or model_config
     context, key = None, None
     for name in CONTEXT_KEYS:
