@@ -29,6 +29,8 @@ class RunDir:
     plots = property(lambda self: self.root / "plots")
     report = property(lambda self: self.root / "report.html")
     summary = property(lambda self: self.root / "summary.json")
+    fsdp_config = property(lambda self: self.root / "fsdp_config.json")  # training.sharding: fsdp (what ran)
+    deepspeed_config = property(lambda self: self.root / "deepspeed_config.json")  # sharding: zero2/zero3, or your file
 
     def require(self, *parts: str, hint: str) -> Path:
         """The path ``root/parts...``; a missing one raises FileNotFoundError with ``hint`` (what to run first)."""
