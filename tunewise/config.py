@@ -277,6 +277,8 @@ class DecideConfig(_Section):
     price_per_hour: float | None = Field(None, gt=0, description="Device price per hour, for the cost estimate.")
     api_price_per_1m: float | None = Field(None, gt=0, description="API-style training price per 1M trained tokens.")
     methods: list[str] = Field(default_factory=lambda: ["full", "lora", "qlora"], description="Methods `estimate` compares.")
+    devices: int | None = Field(None, ge=1, description="Devices the memory estimate shards over (per-device memory of "
+                                "fsdp/zero2/zero3, and advise suggests sharding); null = this machine's GPUs, 1 on CPU.")
     calibrate: bool = Field(True, description="Time a few real training steps (else time from FLOPs).")
     calibration_steps: int = Field(4, gt=0, description="Timed calibration steps (after one warmup step).")
 

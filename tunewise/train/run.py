@@ -26,7 +26,7 @@ from tunewise.train.collate import PadCollator, pack_collator, packing_works
 from tunewise.train.methods import count_parameters, get_method, load_base
 from tunewise.train.distributed import check_same_inputs
 from tunewise.train.resume import check_resume, write_fingerprint
-from tunewise.train.sharding import engine_arguments, full_state_dict
+from tunewise.train.sharding import check_engine, engine_arguments, full_state_dict
 from tunewise.train.tokenize import Encoded, encode_examples
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
 
     run = RunDir.of(run_dir)
     train_file = run.require("data", "train.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`")
+    check_engine(config)  # DeepSpeed missing, its file missing: one line before anything slow
     method = get_method(config.method)
     checkpoint = last_checkpoint(run.checkpoints) if resume else None
     if resume and checkpoint is None:

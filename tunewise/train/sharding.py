@@ -115,16 +115,16 @@ def deepspeed_config(config: Config) -> dict[str, Any]:
 
 
 def check_engine(config: Config) -> None:
-    """Raise :class:`EngineUnavailable` (one line, what to do) when the sharding engine cannot run here: DeepSpeed
-    not installed (the ``deepspeed`` extra), its config file missing, or ZeRO asked on CPU."""
+    """Raise :class:`EngineUnavailable` (one line, what to do) when the sharding engine cannot run here: the
+    DeepSpeed config file missing or broken, DeepSpeed not installed (the ``deepspeed`` extra), or ZeRO on CPU."""
     if engine_of(config) != "deepspeed":
         return
     t = config.training
     field = f"training.sharding: {t.sharding}" if t.sharding else f"training.deepspeed: {t.deepspeed}"
+    deepspeed_config(config)  # a missing or broken file
     if importlib.util.find_spec("deepspeed") is None:
         raise EngineUnavailable(f"{field} needs DeepSpeed, which is not installed: {DEEPSPEED_EXTRA} (on the GPU "
                                 "machines; or use training.sharding: fsdp, which needs nothing extra)")
-    deepspeed_config(config)  # a missing or broken file
     from tunewise.models.device import resolve_precision
 
     if resolve_precision(t.bf16, t.fp16).device == "cpu":
