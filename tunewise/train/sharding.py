@@ -25,6 +25,7 @@ import copy
 import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,9 @@ def engine_arguments(config: Config, run: RunDir | None = None, model: Any = Non
     if engine is None:
         return {}
     check_engine(config)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        log.warning("training.sharding / %s in one process shards nothing: start several (--nproc N, or --nnodes; "
+                    "docs/scale.md)", engine)
     if engine == "fsdp":
         settings = fsdp_config(config, model)
         arguments: dict[str, Any] = {"fsdp": config.training.fsdp or True, "fsdp_config": settings}
