@@ -195,13 +195,16 @@ def train(
 
         cfg, run_dir = guarded(lambda: run_of(target, overrides or []))
     if how.distributed:
+        from tunewise.models.device import resolve_precision
         from tunewise.train.distributed import DistributedTrainingFailed, launch
-        from tunewise.train.sharding import check_engine
+        from tunewise.train.sharding import check_engine, engine_of
 
         guarded(lambda: check_engine(cfg))  # a missing DeepSpeed or config file: one line here, not one per worker
+        on_cpu = resolve_precision(cfg.training.bf16, cfg.training.fp16).device == "cpu"
         started = time.time()
         try:
-            launch(run_dir.root, how, resume=resume, overrides=overrides or [])
+            launch(run_dir.root, how, resume=resume, overrides=overrides or [],
+                   sharded_on_cpu=on_cpu and engine_of(cfg) == "fsdp")
         except DistributedTrainingFailed as exc:
             fail(str(exc), code=1)
         summary_file = run_dir.root / "train_summary.json"

@@ -112,20 +112,32 @@ def torchrun_command(run_dir: str | Path, launch: Launch | int, *, resume: bool 
     ]
 
 
-def worker_environment(nproc: int) -> dict[str, str]:
+CPU_SHARDED_MMAP_THRESHOLD = 131072
+"""glibc's mmap threshold (bytes) for CPU processes that shard a model: FSDP all-gathers each layer's weights and
+reduce-scatters its gradients into fresh buffers at every step, and with glibc's default (a threshold that rises to
+32 MB) the heap kept them: smollm2-135m full fine-tuning, 2 CPU processes, batch 2, peaked at 3.2-3.5 GB RSS per
+process with 0.77 GB of live tensors (one unsharded process: 3.0 GB). With blocks above 128 KB mapped and returned on
+free, 2.1 GB per process (benchmarks/sharded_memory.py)."""
+
+
+def worker_environment(nproc: int, *, sharded_on_cpu: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    if sharded_on_cpu:
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(CPU_SHARDED_MMAP_THRESHOLD))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env[LAUNCHED] = "1"  # the launcher prints the run's summary line; its workers need not
     return env
 
 
-def launch(run_dir: str | Path, how: Launch | int, *, resume: bool = False, overrides: Sequence[str] = ()) -> None:
-    """Run the training of ``run_dir`` under torchrun and wait; raises :class:`DistributedTrainingFailed` on error."""
+def launch(run_dir: str | Path, how: Launch | int, *, resume: bool = False, overrides: Sequence[str] = (),
+           sharded_on_cpu: bool = False) -> None:
+    """Run the training of ``run_dir`` under torchrun and wait; raises :class:`DistributedTrainingFailed` on error.
+    ``sharded_on_cpu``: the processes shard the model on CPU (see :data:`CPU_SHARDED_MMAP_THRESHOLD`)."""
     how = Launch(nproc=how) if isinstance(how, int) else how
     command = torchrun_command(run_dir, how, resume=resume, overrides=overrides)
-    completed = subprocess.run(command, env=worker_environment(how.nproc), check=False)
+    completed = subprocess.run(command, env=worker_environment(how.nproc, sharded_on_cpu=sharded_on_cpu), check=False)
     if completed.returncode != 0:
         where = "" if how.nnodes == 1 else (
             f" on this node (--node-rank {how.node_rank})" if how.node_rank is not None else " on this node")
