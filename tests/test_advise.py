@@ -50,7 +50,7 @@ def _baselines(zero: float, few: float) -> dict[str, Any]:
                                   "few_shot": {"metrics": {"exact_match": few}}}}
 
 
-def _decide(**overrides: Any) -> tuple[str, bool, list[str], dict[str, str], list[Any]]:
+def _decide(**overrides: Any) -> Any:
     args: dict[str, Any] = dict(
         task=TaskInfo("classification", "given", labels=["a", "b"]), strict_format=True, examples=600,
         metric="exact_match", baselines=_baselines(0.1, 0.3), estimates=_estimates(3000, 1500, 1400),
@@ -61,7 +61,7 @@ def _decide(**overrides: Any) -> tuple[str, bool, list[str], dict[str, str], lis
 
 
 def test_every_rule_is_listed_fired_or_not() -> None:
-    decision, ckpt, reasons, not_chosen, rules = _decide()
+    decision, ckpt, reasons, not_chosen, rules, _ = _decide()
     assert decision == "lora" and not ckpt
     by_id = {r.id: r for r in rules}
     assert set(by_id) >= {"prompting_reaches_target", "enough_data", "strict_format_gap", "full_fits_memory",
@@ -80,7 +80,7 @@ def test_decisions_follow_the_measurements() -> None:
     decision, ckpt, *_ = _decide(estimates=_estimates(30000, 12000, 11000))  # LoRA fits with checkpointing
     assert decision == "lora" and ckpt
     assert _decide(examples=20000, estimates=_estimates(5000, 1500, 1400))[0] == "full"
-    decision, _, reasons, not_chosen, _ = _decide(budget_hours=0.05)  # 10 min estimated, 3 min allowed
+    decision, _, reasons, not_chosen, *_ = _decide(budget_hours=0.05)  # 10 min estimated, 3 min allowed
     assert decision == "prompting" and "over budget" in not_chosen["lora"]
 
 

@@ -212,9 +212,14 @@ class TrainingConfig(_Section):
     eval_generation_examples: Int = Field(
         64, gt=0, description="Validation examples generated at each evaluation when metric_for_best_model is not eval_loss."
     )
-    deepspeed: str | None = Field(None, description="A DeepSpeed config file (ZeRO), passed to the Trainer (GPU).")
-    fsdp: str | None = Field(None, description="FSDP options for the Trainer, e.g. 'full_shard auto_wrap' (GPU).")
-    fsdp_config: dict[str, Any] | None = Field(None, description="FSDP config passed to the Trainer.")
+    sharding: Literal["fsdp", "zero2", "zero3"] | None = Field(
+        None, description="Shard the model over the processes (docs/scale.md): fsdp = PyTorch FSDP2 (weights, gradients "
+        "and optimizer states; CPU and GPU), zero2 / zero3 = DeepSpeed ZeRO stage 2 / 3 (GPU, the deepspeed extra). The "
+        "engine's config file is written to the run directory; null = every process holds the whole model (DDP).",
+    )
+    deepspeed: str | None = Field(None, description="Your own DeepSpeed JSON config file instead of a zero2/zero3 preset (GPU).")
+    fsdp: str | None = Field(None, description="transformers' FSDP options string, e.g. 'full_shard auto_wrap'; prefer sharding: fsdp.")
+    fsdp_config: dict[str, Any] | None = Field(None, description="transformers fsdp_config keys laid over the fsdp preset (sharding: fsdp).")
     seed: Int = Field(42, ge=0, le=SEED_MAX)
 
     @field_validator("max_steps")
@@ -228,6 +233,19 @@ class TrainingConfig(_Section):
     @classmethod
     def _plain_deepspeed(cls, value: str | None) -> str | None:
         return plain_text(value, what="a path")
+
+    @model_validator(mode="after")
+    def _one_sharding_engine(self) -> "TrainingConfig":
+        zero = self.sharding in ("zero2", "zero3")
+        if self.deepspeed and (self.sharding or self.fsdp):
+            raise ValueError(f"training.deepspeed (your DeepSpeed file) and training.{'sharding' if self.sharding else 'fsdp'}"
+                             " both choose how to shard: keep one (sharding: zero2/zero3 writes a DeepSpeed preset)")
+        if self.fsdp and self.sharding:
+            raise ValueError("training.fsdp and training.sharding both choose how to shard: use sharding: fsdp "
+                             "(with training.fsdp_config for your own FSDP keys)")
+        if self.fsdp_config and (zero or not (self.sharding == "fsdp" or self.fsdp)):
+            raise ValueError("training.fsdp_config is laid over the FSDP preset: it needs training.sharding: fsdp")
+        return self
 
     @field_validator("metric_for_best_model")
     @classmethod
@@ -327,6 +345,8 @@ class DecideConfig(_Section):
     price_per_hour: Float | None = Field(None, gt=0, description="Device price per hour, for the cost estimate.")
     api_price_per_1m: Float | None = Field(None, gt=0, description="API-style training price per 1M trained tokens.")
     methods: list[str] = Field(default_factory=lambda: ["full", "lora", "qlora"], description="Methods `estimate` compares.")
+    devices: int | None = Field(None, ge=1, description="Devices the memory estimate shards over (per-device memory of "
+                                "fsdp/zero2/zero3, and advise suggests sharding); null = this machine's GPUs, 1 on CPU.")
     calibrate: bool = Field(True, description="Time a few real training steps (else time from FLOPs).")
     calibration_steps: Int = Field(4, gt=0, description="Timed calibration steps (after one warmup step).")
 
@@ -384,6 +404,9 @@ class Config(_Section):
             self.quantization = QuantizationConfig()
         elif self.method != "qlora" and self.quantization is not None:
             raise ValueError(f"quantization is used by method qlora only (method is {self.method!r}); set method: qlora or remove it")
+        if self.method == "qlora" and (self.training.sharding or self.training.fsdp or self.training.deepspeed):
+            raise ValueError("method qlora with training.sharding is not supported: the 4-bit base is not sharded by "
+                             "FSDP / ZeRO here; use method: lora with sharding: fsdp, or qlora on one device per process")
         return self
 
     @field_validator("name")

@@ -28,8 +28,8 @@ CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length",
 
 
 def check_paths(config: Config, *, data: bool = True) -> None:
-    """data.path / data.test_path name data (with ``data``); training.deepspeed names a JSON file and the package is
-    installed."""
+    """data.path / data.test_path name data (with ``data``); the sharding engine can run here
+    (tunewise/train/sharding.py)."""
     from tunewise.data.errors import DataError
     from tunewise.data.io import resolve_paths
 
@@ -44,18 +44,9 @@ def check_paths(config: Config, *, data: bool = True) -> None:
         except OSError as exc:
             raise ConfigError(f"data.{attr}: can't read {value!r} ({exc.strerror}); set it to a data file, folder or "
                               "glob") from None
-    deepspeed = config.training.deepspeed
-    if deepspeed:
-        try:
-            json.loads(Path(deepspeed).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"training.deepspeed: can't read the DeepSpeed config {deepspeed!r} ({exc.strerror}); "
-                              "point it at a DeepSpeed JSON file, or remove it") from None
-        except ValueError as exc:
-            raise ConfigError(f"training.deepspeed: {deepspeed!r} is not a JSON DeepSpeed config ({exc})") from None
-        if importlib.util.find_spec("deepspeed") is None:
-            raise ConfigError(f"training.deepspeed={deepspeed!r} needs the deepspeed package, which is not installed: "
-                              "`pip install deepspeed` (GPU machines), or remove training.deepspeed")
+    from tunewise.train.sharding import check_engine
+
+    check_engine(config)  # training.sharding / training.deepspeed: the config file, the package, the device
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ class RunDir:
     plots = property(lambda self: self.root / "plots")
     report = property(lambda self: self.root / "report.html")
     summary = property(lambda self: self.root / "summary.json")
+    fsdp_config = property(lambda self: self.root / "fsdp_config.json")  # training.sharding: fsdp (what ran)
+    deepspeed_config = property(lambda self: self.root / "deepspeed_config.json")  # sharding: zero2/zero3, or your file
     lock = property(lambda self: self.root / "run.lock")  # who writes the run now (tunewise/runlock.py)
     error_log = property(lambda self: self.root / "error.log")  # the traceback of the last unexpected failure
 

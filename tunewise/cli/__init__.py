@@ -83,7 +83,10 @@ def _quiet_libraries() -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: a message naming `tunewise[deepspeed]` or a path with brackets is text, not rich markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -215,29 +218,53 @@ def run(
 def train(
     target: Path = typer.Argument(..., help="A run directory (or a config file)"),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in RUN/checkpoints"),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Train in N processes (torchrun; gloo on CPU, one GPU each on CUDA)"),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes on this machine (torchrun; gloo on CPU, one GPU each on CUDA)"),
+    nnodes: int = typer.Option(1, "--nnodes", min=1, help="Machines in the job; run the same command on each (docs/scale.md)"),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", min=0, help="This machine's rank, 0 to NNODES-1 (0 at --master-addr)"),
+    master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Host of node rank 0, where the nodes meet"),
+    master_port: Optional[int] = typer.Option(None, "--master-port", help="Port at --master-addr [29500]"),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT of a c10d rendezvous instead of --master-addr (node ranks handed out as nodes join)"),
+    rdzv_id: Optional[str] = typer.Option(None, "--rdzv-id", help="Job id of the c10d rendezvous [tunewise-RUNNAME]"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
-    """Train on RUN/data and save RUN/model."""
+    """Train on RUN/data and save RUN/model (on several processes or machines: docs/scale.md)."""
+    import time
+
     from tunewise.pipeline import config_of_run
-    from tunewise.runlock import writing_run
-
     from tunewise.preflight import check_paths
+    from tunewise.runlock import writing_run
+    from tunewise.train.distributed import Launch, run_of
 
-    cfg, run_dir = guarded(lambda: config_of_run(target, overrides or []))  # before the libraries load
-    guarded(lambda: check_paths(cfg, data=False))  # the DeepSpeed config and package
+    how = guarded(lambda: Launch(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                                 master_port=master_port, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id))
+    # the config is read before the libraries load: a bad one fails at once
+    if how.writes_run_directory:
+        cfg, run_dir = guarded(lambda: config_of_run(target, overrides or []))
+    else:  # another node writes the run directory: only read the config
+        cfg, run_dir = guarded(lambda: run_of(target, overrides or []))
+    guarded(lambda: check_paths(cfg, data=False))  # the sharding engine: its config file and package
     with ExitStack() as held:
-        # a second writer is refused before anything slow; torchrun workers inherit the lock (tunewise/runlock.py)
-        guarded(lambda: held.enter_context(writing_run(run_dir.root, "train")))
+        if how.writes_run_directory:
+            # a second writer is refused before anything slow; torchrun workers inherit the lock (tunewise/runlock.py)
+            guarded(lambda: held.enter_context(writing_run(run_dir.root, "train")))
         _quiet_libraries()
-        if nproc > 1:
+        if how.distributed:
+            from tunewise.models.device import resolve_precision
             from tunewise.train.distributed import DistributedTrainingFailed, launch
+            from tunewise.train.sharding import engine_of
 
+            on_cpu = resolve_precision(cfg.training.bf16, cfg.training.fp16).device == "cpu"
+            started = time.time()
             try:
-                launch(run_dir.root, nproc, resume=resume, overrides=overrides or [])
+                launch(run_dir.root, how, resume=resume, overrides=overrides or [],
+                       sharded_on_cpu=on_cpu and engine_of(cfg) == "fsdp")
             except DistributedTrainingFailed as exc:
                 fail(str(exc), code=1)
-            summary = json.loads((run_dir.root / "train_summary.json").read_text(encoding="utf-8"))
+            summary_file = run_dir.root / "train_summary.json"
+            if not (summary_file.is_file() and summary_file.stat().st_mtime >= started):
+                console.print(f"this node's {nproc} process(es) finished; rank 0 writes the run to {run_dir.root}")
+                return
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
         else:
             from tunewise.train.run import train_run
 
@@ -245,7 +272,7 @@ def train(
                               run_root=run_dir.root)
     from tunewise.rundir import is_main_process
 
-    if not is_main_process():  # a torchrun worker: rank 0 speaks for the run
+    if not is_main_process() or os.environ.get("TUNEWISE_LAUNCHED"):  # a torchrun worker: its launcher speaks
         return
     console.print(
         f"trained {summary['steps']} steps in {summary['train_time_s']:.1f} s; final train loss "

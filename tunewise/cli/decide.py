@@ -102,6 +102,28 @@ def parts_table(report: dict[str, Any]) -> Any:
     return table
 
 
+def sharding_table(report: dict[str, Any]) -> Any:
+    """Per-device peak memory of each method sharded over the report's devices (fsdp, zero2, zero3)."""
+    from rich.table import Table
+
+    methods = {name: m for name, m in report["methods"].items() if "sharding" in m}
+    if not methods:
+        return None
+    devices = next(iter(methods.values()))["sharding"]["devices"]
+    table = Table(title=f"per-device peak memory sharded over {devices} devices (training.sharding; docs/scale.md)")
+    engines = list(next(iter(methods.values()))["sharding"]["engines"])
+    for column in ["method", "one device", *engines]:
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, m in methods.items():
+        cells = []
+        for engine in engines:
+            e = m["sharding"]["engines"][engine]
+            mark = "[green]fits[/]" if e["fits_in_memory"] else "[red]no[/]" if e["fits_in_memory"] is False else ""
+            cells.append(f"{_mb(e['peak_mb'])} {mark}".strip())
+        table.add_row(name, _mb(m["memory"]["peak_mb"]), *cells)
+    return table
+
+
 def _prepared(cfg: Any, run_dir: Any, say: Callable[[str], None]) -> None:
     if (run_dir.data / "train.jsonl").is_file():
         return
@@ -129,6 +151,8 @@ def estimate_command(
                                                      help="API training price per 1M tokens [decide.api_price_per_1m]"),
     examples: Optional[int] = typer.Option(None, help="Without data: number of training examples to assume"),
     seq_len: Optional[int] = typer.Option(None, help="Without data: tokens per example to assume"),
+    devices: Optional[int] = typer.Option(None, min=1, help="Also per-device memory sharded over N devices "
+                                          "(fsdp/zero2/zero3) [decide.devices: this machine's GPUs]"),
 ) -> None:
     """Peak memory, time and cost of each method, side by side (writes RUN/estimate.json)."""
     cli = _cli()
@@ -137,7 +161,7 @@ def estimate_command(
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     options = _decide_options(methods=names, calibrate=calibrate, calibration_steps=steps, price_per_hour=price_per_hour,
-                              api_price_per_1m=api_price_per_1m)
+                              api_price_per_1m=api_price_per_1m, devices=devices)
     cfg, run_dir = cli.guarded(lambda: config_of_run(config, [*(overrides or []), *options]))
     d = cfg.decide
     workload = None
@@ -156,6 +180,9 @@ def estimate_command(
         ))
     cli.console.print(estimate_table(report, f"{cfg.model}: estimated per method"))
     cli.console.print(parts_table(report))
+    sharded = sharding_table(report)
+    if sharded is not None:
+        cli.console.print(sharded)
     for line in report["assumptions"]:
         cli.console.print(f"[dim]- {line}[/]", highlight=False)
     cli.console.print(f"written: {run_dir.root / 'estimate.json'}")
@@ -181,6 +208,8 @@ def advise_command(
     shots: Optional[int] = typer.Option(None, help="Few-shot examples from the training split [decide.shots: 4]"),
     calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate",
                                              help="Time real steps of the chosen method [decide.calibrate: on]"),
+    devices: Optional[int] = typer.Option(None, min=1, help="Devices training can shard over; a method too large "
+                                          "for one may fit sharded [decide.devices: this machine's GPUs]"),
 ) -> None:
     """Prompting, LoRA, QLoRA or full fine-tuning? Measures, estimates, lists every rule (writes RUN/advice.json).
     Every option can be set in the config's `decide:` section instead; an option given here wins."""
@@ -193,7 +222,7 @@ def advise_command(
 
     options = _decide_options(task=task, strict_format=strict_format, budget_hours=budget_hours, budget_usd=budget_usd,
                               price_per_hour=price_per_hour, api_price_per_1m=api_price_per_1m, target=target,
-                              sample=sample, shots=shots, calibrate=calibrate)
+                              sample=sample, shots=shots, calibrate=calibrate, devices=devices)
     # the options become the config's decide: section (validated there, kept in the run's config.yaml)
     cfg, run_dir = cli.guarded(lambda: config_of_run(config, [*(overrides or []), *options]))
     with _working(cli.err_console) as (say, advance):

@@ -13,7 +13,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from tunewise.config import TASKS, Config, DecideConfig
 from tunewise.data.example import Example
@@ -123,6 +123,17 @@ def infer_strict_format(task: TaskInfo) -> bool:
 # the decision
 
 
+class Decision(NamedTuple):
+    """What :func:`decide` returns."""
+
+    decision: str  # prompting | full | lora | qlora
+    gradient_checkpointing: bool
+    reasons: list[str]
+    not_chosen: dict[str, str]
+    rules: list[Rule]
+    sharding: str | None = None  # "fsdp" when the method fits only sharded over decide.devices
+
+
 @dataclass
 class Advice:
     decision: str  # prompting | full | lora | qlora
@@ -134,11 +145,15 @@ class Advice:
     inputs: dict[str, Any]
     baselines: dict[str, Any]
     estimates: dict[str, Any]
+    sharding: str | None = None  # training.sharding to train with (over ``devices``), when one device is too small
+    devices: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "decision": self.decision,
             "gradient_checkpointing": self.gradient_checkpointing,
+            "sharding": self.sharding,
+            "devices": self.devices,
             "summary": self.summary,
             "reasons": self.reasons,
             "not_chosen": self.not_chosen,
@@ -176,10 +191,12 @@ def decide(
     budget_usd: float | None = None,
     target: float = TARGET,
     qlora_check: dict[str, Any] | None = None,
-) -> tuple[str, bool, list[str], dict[str, str], list[Rule]]:
-    """Apply the rules. Returns (decision, gradient checkpointing, reasons, why each other option was not chosen, rules).
-    ``qlora_check``: the quantized-training check run on this machine (tunewise/train/verify_quantized.py), when
-    QLoRA was a candidate; QLoRA is never chosen where it failed."""
+    devices: int = 1,
+) -> Decision:
+    """Apply the rules. Returns the decision, gradient checkpointing, reasons, why each other option was not chosen,
+    the rules, and the sharding a method needs when it fits only sharded over ``devices`` (the estimates'
+    per-device memory with ``training.sharding: fsdp``). ``qlora_check``: the quantized-training check run on this
+    machine (tunewise/train/verify_quantized.py), when QLoRA was a candidate; QLoRA is never chosen where it failed."""
     rules: list[Rule] = []
     limit = available_mb * MEMORY_HEADROOM
     variant, best = best_prompting(baselines, metric)
@@ -214,6 +231,12 @@ def decide(
             return None
         return e["memory"]["peak_mb_with_checkpointing" if ckpt else "peak_mb_without_checkpointing"]
 
+    def sharded_peak(method: str, ckpt: bool) -> float | None:
+        shard = (estimates.get(method) or {}).get("sharding")
+        if devices <= 1 or not shard or shard["devices"] != devices:
+            return None
+        return shard["engines"]["fsdp"]["peak_mb_with_checkpointing" if ckpt else "peak_mb_without_checkpointing"]
+
     fits: dict[str, tuple[bool, bool]] = {}
     for method in ("full", "lora", "qlora"):
         plain, ckpt = peak(method, False), peak(method, True)
@@ -223,6 +246,18 @@ def decide(
         rules.append(Rule(f"{method}_fits_memory", f"{method}'s estimated peak fits in {MEMORY_HEADROOM:.0%} of the "
                           "available memory", fits[method][0] or fits[method][1],
                           f"{plain:,.0f} MB ({ckpt:,.0f} MB with gradient checkpointing) of {available_mb:,.0f} MB available"))
+    shard_fits: dict[str, tuple[bool, bool]] = {}
+    for method in fits:
+        plain, ckpt = sharded_peak(method, False), sharded_peak(method, True)
+        if plain is not None and ckpt is not None:
+            shard_fits[method] = (plain <= limit, ckpt <= limit)
+    needs_sharding = [m for m in fits if not any(fits[m]) and any(shard_fits.get(m, (False, False)))]
+    rules.append(Rule("sharding_fits_memory", f"a method too large for one device fits each of {devices} devices "
+                      "sharded with FSDP (training.sharding: fsdp)", bool(needs_sharding),
+                      "; ".join(f"{m}: {sharded_peak(m, False):,.0f} MB per device ({sharded_peak(m, True):,.0f} MB "
+                                f"with gradient checkpointing)" for m in shard_fits)
+                      or (f"{devices} device(s): give decide.devices N (or --devices N) to weigh sharding"
+                          if devices <= 1 else "no sharded estimate")))
     full_data = examples >= FULL_MIN_EXAMPLES
     rules.append(Rule("full_needs_large_data", f"full fine-tuning is worth its memory with {FULL_MIN_EXAMPLES:,}+ examples",
                       full_data, f"{examples:,} examples"))
@@ -251,7 +286,7 @@ def decide(
 
     reasons: list[str] = []
     not_chosen: dict[str, str] = {}
-    decision, ckpt = "prompting", False
+    decision, ckpt, sharding = "prompting", False, None
     if prompting_ok:
         reasons.append(f"prompting already reaches {_pct(best)} {metric} ({variant}), above the target {target:.0%}")
     elif not enough:
@@ -265,9 +300,20 @@ def decide(
                 continue
             plain_fits, ckpt_fits = fits[method]
             ok, budget_text = within_budget(method)
+            if not (plain_fits or ckpt_fits) and method in needs_sharding and ok:
+                shard_plain, _ = shard_fits[method]
+                decision, ckpt, sharding = method, not shard_plain, "fsdp"
+                reasons.append(f"{method} does not fit one device ({peak(method, True):,.0f} MB even with gradient "
+                               f"checkpointing) but fits each of {devices} devices sharded with training.sharding: "
+                               f"fsdp: {sharded_peak(method, ckpt):,.0f} MB per device"
+                               + (" with gradient checkpointing" if ckpt else ""))
+                reasons.append(f"estimated training time {budget_text} (one device's)")
+                break
             if not (plain_fits or ckpt_fits):
+                sharded_text = (f", and {sharded_peak(method, True):,.0f} MB per device sharded over {devices}"
+                                if method in shard_fits else "")
                 not_chosen[method] = f"does not fit: estimated peak {peak(method, True):,.0f} MB even with gradient " \
-                                     f"checkpointing, {limit:,.0f} MB usable"
+                                     f"checkpointing{sharded_text}, {limit:,.0f} MB usable"
                 continue
             if not ok:
                 not_chosen[method] = f"over budget: {budget_text}"
@@ -285,7 +331,9 @@ def decide(
             break
         if decision == "prompting":
             reasons.append("no fine-tuning method fits the memory and budget; prompt, or lower the batch size / "
-                           "sequence length, or use a smaller model")
+                           "sequence length, or use a smaller model"
+                           + (", or shard over several devices (decide.devices N shows the per-device memory; "
+                              "docs/scale.md)" if devices <= 1 else ""))
         if format_gap:
             reasons.append("the output format must be exact and prompting does not hold it: fine-tuning teaches it")
     for method in ("full", "lora", "qlora"):
@@ -299,12 +347,13 @@ def decide(
             not_chosen[method] = f"only {examples:,} examples: adapters match full fine-tuning below {FULL_MIN_EXAMPLES:,}, " \
                                  f"at {peak('full', False):,.0f} MB instead of {peak('lora', False) or 0:,.0f} MB"
         elif method == "qlora":
-            not_chosen[method] = "LoRA fits: QLoRA would only add dequantization time"
+            not_chosen[method] = ("LoRA fits" + (f" sharded over {devices} devices" if sharding else "")
+                                  + ": QLoRA would only add dequantization time")
         elif decision != "prompting":
             not_chosen[method] = f"{decision} is preferred"
     if decision != "prompting":
         not_chosen.setdefault("prompting", f"best measured prompting score {_pct(best)} {metric} is below the target {target:.0%}")
-    return decision, ckpt, reasons, not_chosen, rules
+    return Decision(decision, ckpt, reasons, not_chosen, rules, sharding)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -391,25 +440,25 @@ def advise_run(
     available = estimate["hardware"]["available_mb"]
     kwargs = dict(task=info, strict_format=strict, examples=estimate["workload"]["examples"], metric=metric,
                   baselines=baselines, available_mb=available, budget_hours=budget_hours, budget_usd=budget_usd,
-                  target=target)
-    decision, ckpt, reasons, not_chosen, rules = decide(estimates=estimate["methods"], **kwargs)
+                  target=target, devices=estimate.get("devices", 1))
+    decision, ckpt, reasons, not_chosen, rules, sharding = decide(estimates=estimate["methods"], **kwargs)
     if decision == "qlora":  # never recommend a quantized base that would train wrongly here
         from tunewise.decide.footprint import method_config
         from tunewise.train.verify_quantized import check_on_this_machine
 
         say("checking on one batch that QLoRA's gradients are right on this machine")
         kwargs["qlora_check"] = check_on_this_machine(method_config(config, "qlora"), run.root)
-        decision, ckpt, reasons, not_chosen, rules = decide(estimates=estimate["methods"], **kwargs)
+        decision, ckpt, reasons, not_chosen, rules, sharding = decide(estimates=estimate["methods"], **kwargs)
     if calibrate and decision != "prompting":
         say(f"calibrating {decision}: a few real training steps")
         calibrated = estimate_run(config, run.root, [decision], calibrate=True, price_per_hour=price_per_hour,
                                   api_price_per_1m=api_price_per_1m, progress=progress, write=False)
         estimate["methods"][decision] = calibrated["methods"][decision]
-        decision, ckpt, reasons, not_chosen, rules = decide(estimates=estimate["methods"], **kwargs)
-    summary = _summary(decision, ckpt, metric, baselines, estimate)
+        decision, ckpt, reasons, not_chosen, rules, sharding = decide(estimates=estimate["methods"], **kwargs)
+    summary = _summary(decision, ckpt, metric, baselines, estimate, sharding)
     advice = Advice(
         decision=decision, gradient_checkpointing=ckpt, summary=summary, reasons=reasons, not_chosen=not_chosen,
-        rules=rules,
+        rules=rules, sharding=sharding, devices=estimate.get("devices", 1),
         inputs={"task": info.task, "task_source": info.source, "task_evidence": info.evidence, "labels": info.labels,
                 "strict_format": strict, "strict_format_source": "given" if strict_format is not None else "inferred",
                 "usable_examples": estimate["workload"]["examples"], "target": target, "budget_hours": budget_hours,
@@ -422,12 +471,19 @@ def advise_run(
     return advice
 
 
-def _summary(decision: str, ckpt: bool, metric: str, baselines: dict[str, Any], estimate: dict[str, Any]) -> str:
+def _summary(decision: str, ckpt: bool, metric: str, baselines: dict[str, Any], estimate: dict[str, Any],
+             sharding: str | None = None) -> str:
     variant, best = best_prompting(baselines, metric)
     if decision == "prompting":
         return f"Do not fine-tune now: prompt the base model (best measured {metric} {_pct(best)}, {variant})."
     e = estimate["methods"][decision]
     minutes = e["time"]["total_s"] / 60
-    return (f"Fine-tune with {decision}{' and gradient checkpointing' if ckpt else ''}: prompting reaches "
-            f"{_pct(best)} {metric} ({variant}); {decision} needs ~{e['memory']['peak_mb'] / 1024:.1f} GB and "
-            f"~{minutes:.1f} min ({e['time']['source']}).")
+    memory = e["memory"]["peak_mb"]
+    how = ""
+    if sharding:
+        devices = e["sharding"]["devices"]
+        memory = e["sharding"]["engines"][sharding]["peak_mb_with_checkpointing" if ckpt else "peak_mb_without_checkpointing"]
+        how = f", sharded over {devices} devices (training.sharding: {sharding})"
+    return (f"Fine-tune with {decision}{' and gradient checkpointing' if ckpt else ''}{how}: prompting reaches "
+            f"{_pct(best)} {metric} ({variant}); {decision} needs ~{memory / 1024:.1f} GB"
+            f"{' per device' if sharding else ''} and ~{minutes:.1f} min ({e['time']['source']}).")

@@ -23,6 +23,12 @@ Memory (peak of the training process; see docs/decide.md for the measured accura
       backward = runtime + weights + states + max(gradients + A, F x A)      A = activations + logits
       step     = runtime + weights + states + gradients + step temporary
 
+Sharded over N devices (``training.sharding``; :func:`shard_memory`), per device: ``fsdp`` and ``zero3`` divide
+weights, gradients, optimizer states and the step temporary by N and add what is gathered whole during backward
+(the root unit + the current and the prefetched decoder layer, less the device's own shards, + the current
+layer's unsharded gradients); ``zero2`` divides gradients, optimizer states and the step temporary. Activations
+and the runtime stay per device.
+
 Time: from a short calibration run (:func:`tunewise.decide.calibrate.calibrate`), scaled to the epoch's batches:
 ``fixed + first-step excess + sum over steps (seconds per computed token x computed tokens + per-step overhead) +
 evaluations + checkpoint saves``. Without calibration: FLOPs (6 N per computed token for full fine-tuning, 4 N for a
@@ -44,7 +50,7 @@ import torch
 
 from tunewise.config import Config
 from tunewise.decide.calibrate import Calibration
-from tunewise.decide.footprint import Activations, Parameters
+from tunewise.decide.footprint import Activations, Parameters, ShardUnits
 from tunewise.decide.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -81,12 +87,13 @@ class Memory:
     gradient_checkpointing: bool = False
     adapters: int = 0  # adapter parameters (part of weights)
     quantized: int = 0  # quantized weights of QLoRA (part of weights)
+    gathered: int = 0  # sharded (fsdp/zero3): units held whole during backward, beyond the device's own shards
 
     def peak(self, gradient_checkpointing: bool | None = None) -> int:
         ckpt = self.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
         acts = self.activations_checkpointed if ckpt else self.activations
         resident = self.runtime + self.weights + self.mapped_checkpoint + self.optimizer
-        backward = resident + max(self.gradients + acts + self.logits, self.factor * (acts + self.logits))
+        backward = resident + self.gathered + max(self.gradients + acts + self.logits, self.factor * (acts + self.logits))
         step = resident + self.gradients + self.optimizer_step_temp
         return int(max(backward, step))
 
@@ -103,6 +110,7 @@ class Memory:
                 "optimizer_step_temporary": mb(self.optimizer_step_temp), "activations": mb(self.activations),
                 "activations_checkpointed": mb(self.activations_checkpointed), "logits": mb(self.logits),
                 "adapters_in_weights": mb(self.adapters), "quantized_in_weights": mb(self.quantized),
+                "gathered_units": mb(self.gathered),
             },
             "activation_factor": self.factor,
         }
@@ -135,9 +143,12 @@ class MethodEstimate:
     activations: Activations
     cost: dict[str, Any] = field(default_factory=dict)
     fits: bool | None = None
+    sharded: dict[str, Memory] = field(default_factory=dict)  # engine -> per-device memory at ``devices``
+    devices: int = 1
+    memory_limit_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        result = {
             "method": self.method,
             "parameters": self.parameters.to_dict(),
             "memory": self.memory.to_dict(),
@@ -146,6 +157,12 @@ class MethodEstimate:
             "cost": self.cost,
             "fits_in_memory": self.fits,
         }
+        if self.sharded:
+            limit = self.memory_limit_mb
+            result["sharding"] = {"devices": self.devices, "engines": {
+                engine: {**m.to_dict(), "fits_in_memory": None if limit is None else m.peak() / MiB <= limit}
+                for engine, m in self.sharded.items()}}
+        return result
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -207,6 +224,39 @@ def estimate_memory(config: Config, parameters: Parameters, acts: Activations, *
         adapters=parameters.trainable_bytes if get_method(config.method).saves_adapter else 0,
         quantized=parameters.quantized_bytes,
     )
+
+
+SHARDING_ENGINES = ("fsdp", "zero2", "zero3")
+"""What ``training.sharding`` can be; what each shards is in the module docstring."""
+
+
+def shard_memory(memory: Memory, units: "ShardUnits", engine: str, devices: int) -> Memory:
+    """Per-device memory of ``memory`` (one device, the whole model) sharded by ``engine`` over ``devices``.
+
+    The parts keep their single-device bytes and are divided as the engine divides them (ZeRO's own mixed-precision
+    layout, 16-bit weights plus an fp32 master partition, is not modelled: under bf16 the weights part is then an
+    over-estimate for more than two devices). Reduce/prefetch buckets of a few MB are not counted."""
+    import dataclasses
+
+    if engine not in SHARDING_ENGINES:
+        raise ValueError(f"unknown sharding {engine!r}; allowed: {', '.join(SHARDING_ENGINES)}")
+    n = devices
+
+    def part(value: int) -> int:
+        return math.ceil(value / n)
+
+    sharded = dataclasses.replace(memory, gradients=part(memory.gradients), optimizer=part(memory.optimizer),
+                                  optimizer_step_temp=part(memory.optimizer_step_temp))
+    if engine in ("fsdp", "zero3"):
+        whole = units.root_bytes + 2 * units.layer_bytes  # root unit + current layer + the prefetched next one
+        sharded = dataclasses.replace(sharded, weights=part(memory.weights), adapters=part(memory.adapters),
+                                      gathered=whole - part(whole) + units.layer_trainable_bytes if n > 1 else 0)
+    return sharded
+
+
+def default_devices(device: str) -> int:
+    """Devices this machine trains on: its CUDA GPUs, or 1 (a CPU machine is one device)."""
+    return torch.cuda.device_count() if device.startswith("cuda") else 1
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -332,11 +382,13 @@ def estimate_method(
     price_per_hour: float | None = None,
     api_price_per_1m: float | None = None,
     progress: Progress | None = None,
+    devices: int = 1,
 ) -> MethodEstimate:
     """Memory, time and cost of training ``config`` with ``method`` on ``workload``.
 
     Calibration trains a few real steps (needs ``records``) when ``calibrate`` is true and the estimated peak fits
-    in ``memory_limit_mb``; otherwise time comes from FLOPs.
+    in ``memory_limit_mb``; otherwise time comes from FLOPs. With ``devices`` > 1, also the per-device memory of each
+    sharding engine over that many devices (not for qlora, which tunewise does not shard).
     """
     from tunewise.decide import footprint
     from tunewise.decide.workload import build_workload, for_method
@@ -391,8 +443,12 @@ def estimate_method(
         say(f"{method}: time from FLOPs")
         timing = time_from_flops(cfg, workload, parameters, hf_config, device=device, dtype=dtype)
     cost = estimate_cost(timing, workload, cfg, price_per_hour=price_per_hour, api_price_per_1m=api_price_per_1m)
+    sharded: dict[str, Memory] = {}
+    if devices > 1 and method != "qlora":
+        units = footprint.shard_units(prepared)
+        sharded = {engine: shard_memory(memory, units, engine, devices) for engine in SHARDING_ENGINES}
     return MethodEstimate(method=method, parameters=parameters, memory=memory, timing=timing, activations=acts,
-                          cost=cost, fits=fits)
+                          cost=cost, fits=fits, sharded=sharded, devices=devices, memory_limit_mb=memory_limit_mb)
 
 
 def estimate_run(
@@ -436,13 +492,14 @@ def estimate_run(
         first_plot_s = runtime.first_plot_s
         if precision.device == "cpu":
             runtime_mb, runtime_source = runtime.mb, runtime.source
+    devices = config.decide.devices or default_devices(precision.device)
     estimates = {}
     for m in methods:
         estimates[m] = estimate_method(
             config, m, workload, records=records, val_records=val_records, calibrate=calibrate,
             calibration_steps=calibration_steps, runtime_bytes=int(runtime_mb * MiB), first_plot_s=first_plot_s,
             memory_limit_mb=hardware["available_mb"], price_per_hour=price_per_hour,
-            api_price_per_1m=api_price_per_1m, progress=progress,
+            api_price_per_1m=api_price_per_1m, progress=progress, devices=devices,
         )
     report = {
         "model": config.model,
@@ -452,15 +509,16 @@ def estimate_run(
         "workload": workload.summary(),
         "runtime_mb": runtime_mb,
         "runtime_source": runtime_source,
+        "devices": devices,
         "methods": {m: e.to_dict() for m, e in estimates.items()},
-        "assumptions": assumptions(precision.device),
+        "assumptions": assumptions(precision.device, devices),
     }
     if write:
         atomic_write_json(Path(run_dir) / "estimate.json", report)
     return report
 
 
-def assumptions(device: str) -> list[str]:
+def assumptions(device: str, devices: int = 1) -> list[str]:
     """The stated assumptions behind the numbers, printed with them."""
     factor = CPU_ACTIVATION_FACTOR if device == "cpu" else CUDA_ACTIVATION_FACTOR
     kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -472,4 +530,7 @@ def assumptions(device: str) -> list[str]:
         "time scaled from a short real calibration run; FLOPs fallback at "
         f"{FLOPS_EFFICIENCY[kind]:.0%} of the measured matmul throughput",
         "API cost bills non-padding tokens of the training split (local tokenizer) x epochs",
+        *([f"sharded over {devices} devices (one process each; on CPU a device is a machine's memory): fsdp/zero3 "
+           "divide weights, gradients and optimizer states and gather the root and two decoder layers; zero2 divides "
+           "gradients and optimizer states; time is one device's"] if devices > 1 else []),
     ]

@@ -37,6 +37,8 @@ def method_config(config: Config, method: str) -> Config:
     raw["method"] = method
     if method != "qlora":
         raw["quantization"] = None
+    else:  # tunewise does not shard a quantized base: the qlora column is one device's
+        raw["training"].update(sharding=None, fsdp=None, fsdp_config=None, deepspeed=None)
     return config_from_dict(raw)
 
 
@@ -181,6 +183,39 @@ def count_meta_parameters(config: Config, prepared: Any, *, dtype: torch.dtype) 
         total=total, trainable=trainable, weight_bytes=weight_bytes, trainable_bytes=trainable_bytes,
         quantized_params=quantized_params, quantized_bytes=quantized_bytes, target_modules=targets,
     )
+
+
+@dataclass
+class ShardUnits:
+    """What FSDP and ZeRO-3 hold whole at a time on each device, from the meta model: one decoder layer (the unit
+    tunewise's fsdp preset shards, and gathers before its forward and backward) and the parameters outside the
+    decoder layers (embeddings, final norm, an untied head: the root unit, kept gathered through forward and
+    backward)."""
+
+    layers: int
+    layer_bytes: int  # the largest decoder layer's parameters
+    layer_trainable_bytes: int  # its trainable parameters (their unsharded gradients exist before reduce-scatter)
+    root_bytes: int  # parameters outside the decoder layers
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def shard_units(prepared: Any) -> ShardUnits:
+    """The :class:`ShardUnits` of a meta model prepared for a method (each parameter counted once; tied weights too)."""
+    base = prepared.get_base_model() if hasattr(prepared, "get_base_model") else prepared
+    layers = _decoder_layers(base)
+    in_layers: set[int] = set()
+    sizes, trainable = [], []
+    for layer in layers:
+        params = {id(p): p for p in layer.parameters()}
+        in_layers.update(params)
+        sizes.append(sum(p.numel() * p.element_size() for p in params.values()))
+        trainable.append(sum(p.numel() * p.element_size() for p in params.values() if p.requires_grad))
+    unique = {id(p): p for p in prepared.parameters()}
+    root = sum(p.numel() * p.element_size() for pid, p in unique.items() if pid not in in_layers)
+    return ShardUnits(layers=len(layers), layer_bytes=max(sizes, default=0),
+                      layer_trainable_bytes=max(trainable, default=0), root_bytes=root)
 
 
 def _elsize(dtype: torch.dtype) -> int:

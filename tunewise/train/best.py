@@ -29,15 +29,27 @@ log = logging.getLogger(__name__)
 WEIGHTS = "trainable.safetensors"
 
 
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """An FSDP-sharded parameter (a DTensor) gathered whole (a collective), anything else as it is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    return any(hasattr(p, "full_tensor") for p in model.parameters())
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    """The trainable parameters on CPU; sharded ones gathered whole (every rank must call it then)."""
+    return {name: _whole(p.detach()).to("cpu", copy=True).contiguous()
+            for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_trainable(model: torch.nn.Module, folder: Path) -> None:
+def save_trainable(weights: dict[str, torch.Tensor], folder: Path) -> None:
+    """Write :func:`trainable_state`'s tensors to ``folder``."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(trainable_state(model), str(folder / WEIGHTS))
+    save_file(weights, str(folder / WEIGHTS))
 
 
 def load_trainable(model: torch.nn.Module, folder: Path) -> None:
@@ -50,7 +62,13 @@ def load_trainable(model: torch.nn.Module, folder: Path) -> None:
         raise RuntimeError(f"{folder}: parameters {missing[:3]} are not in the model; was it written by another run?")
     with torch.no_grad():
         for name, tensor in state.items():
-            parameters[name].copy_(tensor.to(parameters[name].device, parameters[name].dtype))
+            parameter = parameters[name]
+            tensor = tensor.to(parameter.device, parameter.dtype)
+            if hasattr(parameter, "device_mesh"):  # FSDP: each rank keeps its own shard of the saved tensor
+                from torch.distributed.tensor import distribute_tensor
+
+                tensor = distribute_tensor(tensor, parameter.device_mesh, parameter.placements)
+            parameter.copy_(tensor)
 
 
 class GenerationMetric:
@@ -131,8 +149,11 @@ class BestModel(TrainerCallback, ExportableState):
             return
         if self.improved(float(value)):
             self.best_value, self.best_step, self.bad_evaluations = float(value), state.global_step, 0
-            if self.save and state.is_world_process_zero and model is not None:
-                save_trainable(model, self.folder)  # type: ignore[arg-type]
+            # sharded parameters are gathered by every rank together; rank 0 writes
+            if self.save and model is not None and (state.is_world_process_zero or is_sharded(model)):
+                weights = trainable_state(model)
+                if state.is_world_process_zero:
+                    save_trainable(weights, self.folder)  # type: ignore[arg-type]
         else:
             self.bad_evaluations += 1
         if self.patience is not None and self.bad_evaluations >= self.patience:

@@ -26,8 +26,10 @@ from tunewise.runlock import writing_run
 from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.collate import PadCollator, pack_collator, packing_problem
 from tunewise.train.methods import count_parameters, get_method, load_base
+from tunewise.train.distributed import check_same_inputs
 from tunewise.train.resume import (ResumeState, check_resume, remove_checkpoints, remove_incomplete_checkpoints,
                                    restore_checkpoint_state, saved_callback_state, write_fingerprint)
+from tunewise.train.sharding import check_engine, engine_arguments, full_state_dict
 from tunewise.train.tokenize import Encoded, encode_examples
 
 log = logging.getLogger(__name__)
@@ -55,10 +57,16 @@ def _checkpointing_arg() -> str:
 _CHECKPOINTING_ARG = _checkpointing_arg()
 
 
-def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, precision: Any) -> Any:
+def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, precision: Any,
+                       engine: dict[str, Any] | None = None) -> Any:
+    """The TrainingArguments of ``config``; ``engine``: the sharding engine's arguments
+    (:func:`tunewise.train.sharding.engine_arguments`), given by training runs only."""
     from transformers import TrainingArguments
 
     t = config.training
+    # FSDP checkpoints activations itself (the fsdp preset turns it on from training.gradient_checkpointing); the
+    # Trainer's own would add a redundant all-gather in backward, and transformers refuses both at once
+    checkpointing = t.gradient_checkpointing and "fsdp" not in (engine or {})
     warmup: float = t.warmup_steps if t.warmup_steps else t.warmup_ratio
     eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
     return TrainingArguments(
@@ -77,7 +85,7 @@ def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, prec
         fp16=precision.fp16,
         use_cpu=precision.device == "cpu",
         # transformers 5.x renamed gradient_checkpointing to activation_checkpointing (the old name warns)
-        **{_CHECKPOINTING_ARG: t.gradient_checkpointing},
+        **{_CHECKPOINTING_ARG: checkpointing},
         optim=t.optimizer,
         logging_steps=t.logging_steps,
         logging_first_step=True,
@@ -93,8 +101,7 @@ def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, prec
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         dataloader_num_workers=0,
-        **({"deepspeed": t.deepspeed} if t.deepspeed else {}),
-        **({"fsdp": t.fsdp, "fsdp_config": t.fsdp_config} if t.fsdp else {}),
+        **(engine or {}),  # training.sharding: FSDP2 / DeepSpeed ZeRO (tunewise/train/sharding.py)
     )
 
 
@@ -119,6 +126,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
 
     run = RunDir.of(run_dir)
     train_file = run.require("data", "train.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`")
+    check_engine(config)  # DeepSpeed missing, its file missing: one line before anything slow
     method = get_method(config.method)
     checkpoint = last_checkpoint(run.checkpoints) if resume else None
     if resume and checkpoint is None:
@@ -149,7 +157,10 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable of %s parameters", method.name, f"{trainable:,}", f"{total:,}")
 
-    args = training_arguments(config, run.checkpoints, has_eval=bool(val_encoded), precision=precision)
+    engine = engine_arguments(config, run, model)
+    args = training_arguments(config, run.checkpoints, has_eval=bool(val_encoded), precision=precision, engine=engine)
+    if args.world_size > 1:  # the process group is up: every rank must read what rank 0 reads
+        check_same_inputs(config, run)
     if checkpoint is None:
         if is_main_process():
             run.metrics.unlink(missing_ok=True)
@@ -182,9 +193,10 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     elapsed = time.time() - started
     restored = bool(best and config.training.load_best_model_at_end and best.restore_best(trainer.model, trainer.state.global_step))
 
+    gathered = full_state_dict(trainer)  # sharded (FSDP / ZeRO-3): every rank takes part in gathering the weights
     if trainer.is_world_process_zero():
         with atomic_dir(run.model) as tmp:
-            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            save_model(trainer, tmp, gathered)
             tokenizer.save_pretrained(tmp)
     trained_tokens, input_tokens = trainer.token_totals()  # all processes together
     history = trainer.state.log_history
@@ -217,7 +229,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "dtype": str(dtype).replace("torch.", ""),
         "world_size": trainer.args.world_size,
         # adapters hash in milliseconds; a full model only when there are replicas to compare
-        "weights_sha256": weights_digest(trainer.model) if method.saves_adapter or trainer.args.world_size > 1 else None,
+        "weights_sha256": (weights_digest(trainer.model) if (method.saves_adapter or trainer.args.world_size > 1)
+                           and not trainer.is_deepspeed_enabled else None),  # ZeRO's partitioned weights: not hashed
         "resumed_from": checkpoint.name if checkpoint else None,
         **memory_snapshot(),
     }
@@ -335,10 +348,32 @@ def choose_collator(config: Config, method: str, model: Any, tokenizer: Any, enc
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 over the trainable parameters (name order): equal digests mean identical trained weights."""
+    """sha256 over the trainable parameters (name order): equal digests mean identical trained weights. FSDP-sharded
+    parameters are gathered whole first (a collective: every rank must call this)."""
     digest = hashlib.sha256()
     for name, parameter in sorted(model.named_parameters()):
         if parameter.requires_grad:
+            tensor = parameter.detach()
+            tensor = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
             digest.update(name.encode())
-            digest.update(parameter.detach().float().cpu().contiguous().numpy().tobytes())
+            digest.update(tensor.float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def save_model(trainer: Any, folder: Path, state_dict: dict[str, Any] | None = None) -> None:
+    """Save the trained model (an adapter, or the full model) as safetensors; ``state_dict``: the weights gathered
+    from a sharded model (:func:`tunewise.train.sharding.full_state_dict`)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if state_dict is None:
+        model.save_pretrained(folder, safe_serialization=True)
+        return
+    # the gathered dict holds a tied weight (lm_head = embeddings) under each name; save it once, as save_pretrained
+    # does for an unsharded model
+    seen: set[int] = set()
+    aliases = set()
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in seen:
+            aliases.add(name)
+        seen.add(id(parameter))
+    state_dict = {k: v for k, v in state_dict.items() if k not in aliases}
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)

@@ -112,6 +112,12 @@ class TunewiseTrainer(Trainer):
             return EpochSeededLengthGroupedSampler(sampler.batch_size, list(sampler.lengths), seed)
         return sampler
 
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        from tunewise.train.sharding import enable_fsdp_on_cpu
+
+        enable_fsdp_on_cpu(self)  # training.sharding: fsdp on CPU processes (accelerate alone would run DDP)
+
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """6 x parameters x tokens, like the Trainer's, without walking every module at every step."""
         if self._flops_per_token is None:
@@ -131,13 +137,14 @@ class TunewiseTrainer(Trainer):
         if model.training:
             self.trained_tokens += n
             self.input_tokens += input_token_count(inputs)
-            if (
-                self.args.average_tokens_across_devices
-                and num_items_in_batch is not None
-                and self.accelerator.num_processes > 1
-            ):
-                # num_items_in_batch is summed over processes, and DDP averages gradients: undo the average
-                loss = loss * self.accelerator.num_processes
+        if (
+            self.args.average_tokens_across_devices
+            and num_items_in_batch is not None
+            and self.accelerator.num_processes > 1
+        ):
+            # num_items_in_batch is summed over processes, and DDP / FSDP average gradients (the evaluation loop
+            # averages the processes' losses): undo the average. Evaluation gets the summed count too (transformers 5)
+            loss = loss * self.accelerator.num_processes
         return (loss, {}) if return_outputs else loss
 
     def token_totals(self) -> tuple[int, int]:
