@@ -198,6 +198,6 @@ def test_advise_never_recommends_qlora_that_fails_the_check_here(
 
     only_qlora_fits = _estimates(30000, 13000, 4000)
     assert _decide(estimates=only_qlora_fits, qlora_check=passed)[0] == "qlora"
-    decision, _, _, not_chosen, rules = _decide(estimates=only_qlora_fits, qlora_check=failed)
+    decision, _, _, not_chosen, rules, _ = _decide(estimates=only_qlora_fits, qlora_check=failed)
     assert decision == "prompting" and "trains wrongly on this machine" in not_chosen["qlora"]
     assert not {r.id: r for r in rules}["qlora_trains_correctly"].fired

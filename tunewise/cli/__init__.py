@@ -232,6 +232,7 @@ def train(
 
     from tunewise.pipeline import config_of_run
     from tunewise.preflight import check_paths
+    from tunewise.rundir import is_main_process
     from tunewise.runlock import writing_run
     from tunewise.train.distributed import Launch, run_of
 
@@ -244,8 +245,9 @@ def train(
         cfg, run_dir = guarded(lambda: run_of(target, overrides or []))
     guarded(lambda: check_paths(cfg, data=False))  # the sharding engine: its config file and package
     with ExitStack() as held:
-        if how.writes_run_directory:
-            # a second writer is refused before anything slow; torchrun workers inherit the lock (tunewise/runlock.py)
+        if how.writes_run_directory and is_main_process():
+            # a second writer is refused before anything slow; torchrun workers inherit the lock (tunewise/runlock.py),
+            # ranks > 0 write nothing (on another node they share the run folder with rank 0)
             guarded(lambda: held.enter_context(writing_run(run_dir.root, "train")))
         _quiet_libraries()
         if how.distributed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from contextlib import nullcontext
 import hashlib
 import logging
 import os
@@ -116,8 +117,9 @@ def train_run(
     Raises :class:`tunewise.monitor.guards.TrainingStopped` when a guard stops the run, and
     :class:`tunewise.monitor.session.TrainingCancelled` (a KeyboardInterrupt) on Ctrl-C, after saving a checkpoint.
     """
-    # one writer per run (tunewise/runlock.py), then run.json's status around the whole stage
-    with writing_run(run_dir, "train"), tracked(run_dir, "train", config):
+    # one writer per run (tunewise/runlock.py): rank 0 (on another node, ranks > 0 write nothing and share the run
+    # folder with the writer), then run.json's status around the whole stage
+    with (writing_run(run_dir, "train") if is_main_process() else nullcontext()), tracked(run_dir, "train", config):
         return _train_run(config, run_dir, resume=resume, callbacks=callbacks)
 
 
