@@ -1,9 +1,21 @@
-"""Exact duplicates (a hash of the messages) and near-duplicates (MinHash signatures + LSH banding).
+"""Exact duplicates (a hash of the messages) and near-duplicates (MinHash signatures + LSH banding), in every script.
 
 Near-duplicate detection is the MinHash/LSH method as in datasketch, written here with numpy because datasketch
 hashes one row at a time in Python and indexes one band at a time (~0.7 ms a row on a 2-core machine; this is ~10x
 faster, which the 100k-row budget needs). Signatures are verified by their estimated Jaccard similarity, so rows that
 merely share an LSH bucket are never dropped.
+
+What is compared (:func:`shingle_tokens`): text is cut into tokens that each carry about one unit of meaning: a word
+where words are separated by spaces, a character in Chinese, Japanese and Korean (Han, kana and Hangul carry a
+morpheme or syllable each), and overlapping character trigrams in text written without spaces in an alphabet (Thai,
+Lao, Khmer, Myanmar, or any run of letters longer than :data:`LONG_RUN`). Shingles are pairs of neighbouring tokens:
+word bigrams, CJK character bigrams (the usual unit of Chinese text search), character 4-grams in unspaced alphabets;
+mixed text is one stream, so a shingle can span "Python写". Before that, full-width and half-width forms are folded
+(:func:`fold_width`) and case is ignored. Measured with exact + near dedup at threshold 0.8 on hand-written rows
+with known near-duplicates (tests/test_dedup_scripts.py), recall / precision: Chinese 0.90 / 1.00, Japanese
+1.00 / 1.00, mixed Chinese-English 0.95 / 1.00, English 0.75 / 1.00; with the word trigrams used before (a run of
+Chinese characters one word, no width folding) recall was 0.25, 0.25, 0.15 and 0.20. Character trigrams instead of
+bigrams lost recall on short rows (Chinese 0.65), single tokens lost precision at lower thresholds.
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ import functools
 import hashlib
 import json
 import re
+import unicodedata
 from collections import defaultdict
 from typing import Hashable, Sequence
 
@@ -20,13 +33,59 @@ import numpy as np
 from tunewise.data.example import Example
 
 NUM_PERM = 128
-SHINGLE = 3  # words per shingle
-_WORD = re.compile(r"\w+")
+SHINGLE = 2  # tokens per shingle
+LONG_RUN = 20  # a run of letters longer than this is text without spaces: compared by character trigrams
+
+# Scripts whose characters are tokens: Han (with radicals, 々〆〇), kana, Bopomofo and Hangul (syllables and jamo),
+# half-width forms included.
+_CJK = (
+    "ᄀ-ᇿ⺀-⿟々-〇〡-〩〸-〻぀-ヿ㄀-㆏ㆠ-ㆿ"
+    "ㇰ-ㇿ㐀-䶿一-鿿ꥠ-꥿가-퟿豈-﫿ｦ-ￜ"
+    "𛀀-𛅯𠀀-𱍏"
+)
+# Alphabets written without spaces between words (marks included): Thai, Lao, Myanmar, Khmer.
+_UNSPACED = "฀-໿က-႟ក-៿᧠-᧿"
+_RUN = re.compile(rf"[{_CJK}]+|[{_UNSPACED}]+|[^\W{_CJK}{_UNSPACED}]+")  # runs of one kind: CJK, unspaced, word
+_CJK_CHAR = re.compile(rf"[{_CJK}]")
+_UNSPACED_CHAR = re.compile(rf"[{_UNSPACED}]")
+_WORD = re.compile(r"\w+")  # the word runs of ASCII text, faster
+
+
+def _width_table() -> dict[int, str]:
+    # Full-width ASCII, half-width kana/Hangul/symbols and the ideographic space: each as NFKC folds it. Only these
+    # (the characters whose compatibility mapping is <wide> or <narrow>), not all of NFKC, which would also make
+    # "x²" and "x2", "①" and "1", "ﬁ" and "fi" the same text.
+    table = {}
+    for code in [0x3000, *range(0xFF00, 0xFFF0)]:
+        char = chr(code)
+        if unicodedata.decomposition(char).startswith(("<wide>", "<narrow>")):
+            table[code] = unicodedata.normalize("NFKC", char)
+    table[0xFFE3] = "\u00af"  # FULLWIDTH MACRON: NFKC gives space + combining macron
+    # What NFKC leaves apart: the punctuation a Chinese or Japanese input method writes in full-width mode for the
+    # ASCII key typed in half-width mode (。 for ., 、 for the backslash key but used as a comma, “” for ", 《》 for <>,
+    # 【】 for []), the wave dash that Shift-JIS converters write for the full-width tilde, and the minus sign for
+    # the full-width hyphen-minus; … is NFKC's "...".
+    table.update({ord(k): v for k, v in {
+        "。": ".", "、": ",", "“": '"', "”": '"', "‘": "'", "’": "'", "《": "<", "》": ">", "〈": "<", "〉": ">",
+        "【": "[", "】": "]", "〜": "~", "\u2212": "-", "…": "...",
+    }.items()})  # fmt: skip
+    return table
+
+
+_WIDTH = _width_table()
+
+
+def fold_width(text: str) -> str:
+    """``text`` with full-width and half-width forms folded (ＡＢＣ１ -> ABC1, ｶﾞ -> ガ, 你好。 -> 你好.,
+    ideographic space -> space), then composed (NFC), so one sentence typed in either input-method mode compares equal."""
+    text = text.translate(_WIDTH)
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 def content_key(example: Example) -> bytes:
-    """A digest of what is trained on (roles, contents, tool calls, weights): identical examples share it."""
-    parts = [(m.get("role"), (m.get("content") or "").strip(), m.get("tool_calls"), m.get("weight", 1)) for m in example.messages]
+    """A digest of what is trained on (roles, contents, tool calls, weights), with full-width and half-width forms
+    folded (:func:`fold_width`): identical examples share it."""
+    parts = [(m.get("role"), fold_width(str(m.get("content") or "")).strip(), m.get("tool_calls"), m.get("weight", 1)) for m in example.messages]
     return hashlib.blake2b(json.dumps(parts, ensure_ascii=False, default=str).encode("utf-8"), digest_size=16).digest()
 
 
@@ -34,6 +93,30 @@ def example_text(example: Example) -> str:
     """The text near-duplicate detection compares: the contents of every message except the system prompt (a long
     shared system prompt would make unrelated short examples look alike)."""
     return "\n".join(str(m.get("content") or "") for m in example.messages if m.get("role") != "system")
+
+
+def _char_trigrams(run: str) -> list[str]:
+    return [run[i : i + 3] for i in range(len(run) - 2)] or [run]
+
+
+def shingle_tokens(text: str) -> list[str]:
+    """The tokens shingles are made of (see the module docstring): words, CJK characters, and overlapping character
+    trigrams of text without spaces, after width folding and lower-casing; punctuation and spaces are dropped."""
+    if text.isascii():  # nothing to fold, no CJK: the plain word pattern finds the same runs, faster
+        runs = _WORD.findall(text.lower())
+        if not runs or max(map(len, runs)) <= LONG_RUN:
+            return runs
+    else:
+        runs = _RUN.findall(fold_width(text).lower())
+    tokens: list[str] = []
+    for run in runs:
+        if _CJK_CHAR.match(run):
+            tokens.extend(run)  # one token per character
+        elif len(run) > LONG_RUN or _UNSPACED_CHAR.match(run):
+            tokens.extend(_char_trigrams(run))
+        else:
+            tokens.append(run)
+    return tokens
 
 
 class _WordHashes(dict):  # type: ignore[type-arg]
@@ -50,15 +133,16 @@ _WORDS = _WordHashes()
 
 
 def shingle_hashes(text: str, size: int = SHINGLE) -> np.ndarray:
-    """64-bit hashes of the word ``size``-grams of the lower-cased text (one shingle when the text is shorter)."""
-    words = _WORD.findall(text.lower())
+    """64-bit hashes of the token ``size``-grams of ``text`` (:func:`shingle_tokens`; one shingle when the text is
+    shorter)."""
+    words = shingle_tokens(text)
     if not words:
         return np.zeros(1, dtype=np.uint64)
     hashes = np.fromiter(map(_WORDS.__getitem__, words), dtype=np.uint64, count=len(words))
     size = min(size, len(hashes))
     n = len(hashes) - size + 1
     h = np.zeros(n, dtype=np.uint64)
-    for j in range(size):  # polynomial combination of the word hashes (wraps mod 2**64, as intended)
+    for j in range(size):  # polynomial combination of the token hashes (wraps mod 2**64, as intended)
         h = h * np.uint64(0x100000001B3) + hashes[j : j + n]
     return h
 
