@@ -52,7 +52,7 @@ def evaluate_examples(
 
     When the references look like labels, the lenient ``label_found`` score is added to ``metric_names``.
     """
-    from tunewise.evaluate.metrics import compute_metrics, detect_labels, per_example_scores
+    from tunewise.evaluate.metrics import compute_metrics, detect_labels, per_example_scores, tokenization
 
     started = time.time()
     outputs = generate(
@@ -91,6 +91,7 @@ def evaluate_examples(
         "n": len(examples),
         "metrics": metrics,
         "labels": labels,
+        "tokenization": tokenization(references, names, **options),  # BLEU/chrF/ROUGE pick theirs by the references' language
         "stopped_share": sum(o["stopped"] for o in outputs) / len(outputs),
         "generation_time_s": round(elapsed, 2),
         "examples_per_s": round(len(examples) / elapsed, 3) if elapsed else None,

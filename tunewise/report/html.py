@@ -131,6 +131,8 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
     train = _load_json(run.root / "train_summary.json")
     comparison = _load_json(run.eval / "comparison.json")
     data_report = _load_json(run.data / "data_report.json")
+    models = (comparison or {}).get("models") or []
+    scored = _load_json(run.eval / f"metrics_{models[0]}.json") if models else None  # same references for every model
 
     cards = []
     if comparison:
@@ -189,6 +191,7 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
         version=__version__,
         cards=cards,
         comparison=_comparison_rows(comparison) if comparison else None,
+        tokenization=(scored or {}).get("tokenization"),
         plots=plots,
         train=train_view,
         data=_flatten(data_report.get("counts", data_report)) if data_report else None,
