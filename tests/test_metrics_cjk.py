@@ -135,3 +135,11 @@ def test_eval_compare_and_report_say_which_tokenisation(tiny_dir: Path, tmp_path
     compare_run(run)
     html = build_report(run).read_text(encoding="utf-8")
     assert "Tokenisation (references: Chinese): bleu sacrebleu zh · chrf characters · rougeL words, CJK characters one each" in html
+
+
+def test_label_found_in_chinese_text_without_spaces():
+    labels = ["人工智能", "科学", "ai"]
+    assert M.first_label("这是关于人工智能的问题。", labels) == "人工智能"  # no word boundary in Chinese
+    assert M.first_label("话题：科学，也和人工智能有关", labels) == "科学"
+    assert M.first_label("said hi", labels) is None  # Latin labels still need whole words
+    assert M.label_found_scores(["我觉得是科学类", "人工智能"], ["科学", "科学"], labels=labels) == [1.0, 0.0]

@@ -475,11 +475,16 @@ def detect_labels(refs: Sequence[str], *, max_labels: int = 50, max_words: int =
 
 
 def first_label(text: str, labels: Sequence[str]) -> str | None:
-    """The known label that occurs first in ``text`` (case-insensitive, whole words); the longest wins a tie."""
+    """The known label that occurs first in ``text`` (case-insensitive, whole words where the label's edge is not a
+    CJK character); the longest wins a tie."""
     best: tuple[int, int, str] | None = None
     lowered = text.lower()
     for label in labels:
-        match = re.search(rf"(?<!\w){re.escape(label.strip().lower())}(?!\w)", lowered)
+        name = label.strip().lower()
+        # whole words; a CJK edge needs no boundary (Chinese and Japanese have no spaces: "这是关于人工智能的问题")
+        before = "" if _CJK_CHAR.match(name[:1]) else r"(?<!\w)"
+        after = "" if _CJK_CHAR.match(name[-1:]) else r"(?!\w)"
+        match = re.search(before + re.escape(name) + after, lowered)
         if match and (best is None or (match.start(), -len(label)) < best[:2]):
             best = (match.start(), -len(label), label)
     return best[2] if best else None
