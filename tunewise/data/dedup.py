@@ -39,12 +39,12 @@ LONG_RUN = 20  # a run of letters longer than this is text without spaces: compa
 # Scripts whose characters are tokens: Han (with radicals, 々〆〇), kana, Bopomofo and Hangul (syllables and jamo),
 # half-width forms included.
 _CJK = (
-    "ᄀ-ᇿ⺀-⿟々-〇〡-〩〸-〻぀-ヿ㄀-㆏ㆠ-ㆿ"
-    "ㇰ-ㇿ㐀-䶿一-鿿ꥠ-꥿가-퟿豈-﫿ｦ-ￜ"
-    "𛀀-𛅯𠀀-𱍏"
+    "\u1100-\u11ff\u2e80-\u2fdf\u3005-\u3007\u3021-\u3029\u3038-\u303b\u3040-\u30ff\u3100-\u318f\u31a0-\u31bf"
+    "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff66-\uffdc"
+    "\U0001b000-\U0001b16f\U00020000-\U0003134f"
 )
 # Alphabets written without spaces between words (marks included): Thai, Lao, Myanmar, Khmer.
-_UNSPACED = "฀-໿က-႟ក-៿᧠-᧿"
+_UNSPACED = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u19e0-\u19ff"
 _RUN = re.compile(rf"[{_CJK}]+|[{_UNSPACED}]+|[^\W{_CJK}{_UNSPACED}]+")  # runs of one kind: CJK, unspaced, word
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 _UNSPACED_CHAR = re.compile(rf"[{_UNSPACED}]")
