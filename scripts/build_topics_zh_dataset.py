@@ -6,11 +6,12 @@ answer. Identical utterances are kept once (compared with full-width and half-wi
 "你好吗？" are one); an utterance found under two topics is dropped as ambiguous. The rows carry no system prompt:
 examples/topics-zh/config.yaml adds one that lists the labels.
 
-Run: pip install --no-deps chatterbot-corpus==1.3.3 && python scripts/build_topics_zh_dataset.py
+Run: pip install --no-deps chatterbot-corpus==1.3.3 && python scripts/build_topics_zh_dataset.py [--out FILE]
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -45,6 +46,9 @@ LABELS = {
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT, help=f"file to write (default: {OUT.relative_to(ROOT)})")
+    out = parser.parse_args().out
     spec = importlib.util.find_spec("chatterbot_corpus")
     if spec is None:
         raise SystemExit("install the source first: pip install --no-deps chatterbot-corpus==1.3.3")
@@ -66,9 +70,9 @@ def main() -> None:
             key = fold_width(text)
             first.setdefault(key, text)
             topics[key].add(label)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     kept = 0
-    with OUT.open("w", encoding="utf-8") as f:
+    with out.open("w", encoding="utf-8") as f:
         for key, text in first.items():
             if len(topics[key]) != 1:
                 continue
@@ -76,7 +80,7 @@ def main() -> None:
             record = {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": label}], "meta": {"label": label}}
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             kept += 1
-    print(f"wrote {kept} examples over {len(set(LABELS.values()))} topics to {OUT.relative_to(ROOT)}")
+    print(f"wrote {kept} examples over {len(set(LABELS.values()))} topics to {out}")
 
 
 if __name__ == "__main__":
