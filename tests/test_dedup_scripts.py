@@ -70,6 +70,12 @@ def test_tokens_per_script():
     assert shingle_tokens("") == [] and shingle_tokens("，。！") == []
 
 
+@pytest.mark.parametrize("text", ["The quick brown fox.", "snake_case and CamelCase 3.14", "x" * 25 + " y", "", "!!!"])
+def test_ascii_fast_path_gives_the_general_tokens(text):
+    # a trailing full-width comma (dropped as punctuation) sends the same text through the non-ASCII path
+    assert shingle_tokens(text) == shingle_tokens(text + "，")
+
+
 def test_one_changed_character_changes_two_shingles():
     a, b = "今天的天气非常好我们一起去公园散步吧", "今天的天气非常好我们一起去公园跑步吧"
     sa, sb = set(shingle_hashes(a).tolist()), set(shingle_hashes(b).tolist())
