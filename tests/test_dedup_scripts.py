@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.multilingual_rows import CORPORA, alpaca, sample, suffix_rows, variants
@@ -82,6 +83,39 @@ def test_one_changed_character_changes_two_shingles():
     assert len(sa) == len(a) - 1 and sa - sb == {*shingle_hashes("园散步").tolist()}  # 园散 and 散步 only
 
 
+def _old_word_trigrams(text: str) -> set[int]:
+    """The shingles before CJK support: trigrams of \\w+ runs (hashes combined as dedup does)."""
+    import re
+
+    hashes = np.array([dedup._WORDS[w] for w in re.findall(r"\w+", text.lower())], dtype=np.uint64)
+    return set(dedup._combine(hashes, min(3, len(hashes))).tolist())
+
+
+@pytest.mark.parametrize("text", ["The quick brown fox jumps over the lazy dog.", "Two words", "snake_case x" + "y" * 5])
+def test_text_without_cjk_has_the_old_word_trigrams(text):
+    assert set(shingle_hashes(text).tolist()) == _old_word_trigrams(text)
+
+
+def test_letters_spelled_out_are_not_near_duplicates():
+    # word bigrams give "q u e" and "q u e u e" the same set; word trigrams keep them below the default 0.8
+    a, b = "reverse: q u e\ne u q", "reverse: q u e u e\ne u e u q"
+
+    def jaccard(size: int) -> float:
+        sa, sb = set(shingle_hashes(a, size).tolist()), set(shingle_hashes(b, size).tolist())
+        return len(sa & sb) / len(sa | sb)
+
+    assert jaccard(2) == 1.0 and jaccard(3) == 5 / 7
+
+
+def test_mixed_text_shingles_span_scripts():
+    # 用 python 写 一 个: a character bigram at 用, a word trigram at python, bigrams at 写 and 一
+    expected = {"用python", "python写一", "写一", "一个"}
+    got = set(shingle_hashes("用Python写一个").tolist())
+    hash_of = {"".join(t): int(dedup._combine(np.array([dedup._WORDS[x] for x in t], dtype=np.uint64), len(t))[0])
+               for t in (("用", "python"), ("python", "写", "一"), ("写", "一"), ("一", "个"))}  # fmt: skip
+    assert got == {hash_of[k] for k in expected}
+
+
 def test_shingles_do_not_depend_on_the_memo(monkeypatch):
     text = "机器学习让计算机从数据中学习规律 and learn patterns"
     first = shingle_hashes(text)
@@ -95,8 +129,8 @@ def test_shingles_do_not_depend_on_the_memo(monkeypatch):
 MEASURED = {  # corpus: (recall, precision) at data.near_dedup_threshold 0.8
     "zh": (0.90, 1.00),
     "ja": (1.00, 1.00),
-    "mixed": (0.95, 1.00),
-    "en": (0.75, 1.00),
+    "mixed": (0.90, 1.00),
+    "en": (0.45, 1.00),
 }
 
 
@@ -132,7 +166,7 @@ def test_near_duplicates_found_in_every_script(name, tmp_path, data_tokenizer):
 def test_unigram_shingles_would_lose_precision(tmp_path, data_tokenizer, monkeypatch):
     """The precision figures can fail: the hard negatives (a shared template, a short different content) are flagged
     when shingles are single tokens and the threshold is low."""
-    monkeypatch.setattr(dedup.shingle_hashes, "__defaults__", (1,))
+    monkeypatch.setattr(dedup.shingle_hashes, "__defaults__", (1, 1))
     assert _dedup_quality("ja", tmp_path, data_tokenizer, threshold=0.5)[1] < 0.9
 
 
@@ -157,7 +191,7 @@ def test_suffix_copies_are_near_duplicates_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "runs" / "dedup" / "data"
     report = json.loads((folder / "data_report.json").read_text(encoding="utf-8"))
-    assert {s["stage"]: s["rows"] for s in report["stages"]}["near-unique"] == 6 + 7  # before: 48 + 8
+    assert {s["stage"]: s["rows"] for s in report["stages"]}["near-unique"] == 6 + 8  # before: 48 + 8
     rejects = [json.loads(line) for line in (folder / "rejects.jsonl").open(encoding="utf-8")]
     assert {r["reason"] for r in rejects} == {"near_duplicate"}
     first_of = {line: (line - 1) // 8 * 8 + 1 for line in range(1, 97)}  # each copy's original is its group's first row

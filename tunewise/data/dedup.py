@@ -8,14 +8,17 @@ merely share an LSH bucket are never dropped.
 What is compared (:func:`shingle_tokens`): text is cut into tokens that each carry about one unit of meaning: a word
 where words are separated by spaces, a character in Chinese, Japanese and Korean (Han, kana and Hangul carry a
 morpheme or syllable each), and overlapping character trigrams in text written without spaces in an alphabet (Thai,
-Lao, Khmer, Myanmar, or any run of letters longer than :data:`LONG_RUN`). Shingles are pairs of neighbouring tokens:
-word bigrams, CJK character bigrams (the usual unit of Chinese text search), character 4-grams in unspaced alphabets;
-mixed text is one stream, so a shingle can span "Python写". Before that, full-width and half-width forms are folded
-(:func:`fold_width`) and case is ignored. Measured with exact + near dedup at threshold 0.8 on hand-written rows
-with known near-duplicates (tests/test_dedup_scripts.py), recall / precision: Chinese 0.90 / 1.00, Japanese
-1.00 / 1.00, mixed Chinese-English 0.95 / 1.00, English 0.75 / 1.00; with the word trigrams used before (a run of
-Chinese characters one word, no width folding) recall was 0.25, 0.25, 0.15 and 0.20. Character trigrams instead of
-bigrams lost recall on short rows (Chinese 0.65), single tokens lost precision at lower thresholds.
+Lao, Khmer, Myanmar, or any run of letters longer than :data:`LONG_RUN`). A shingle starts at every token: three words
+from a word (the word trigrams tunewise always used, so text without CJK compares as before), two characters from a
+CJK character (character bigrams, the usual unit of Chinese text search), two character trigrams (a character 4-gram)
+in unspaced alphabets; mixed text is one stream, so a shingle can span "Python写一". Before that, full-width and
+half-width forms are folded (:func:`fold_width`) and case is ignored.
+
+Measured with exact + near dedup at threshold 0.8 on hand-written rows with known near-duplicates
+(tests/test_dedup_scripts.py), recall / precision: Chinese 0.90 / 1.00, Japanese 1.00 / 1.00, mixed Chinese-English
+0.90 / 1.00, English 0.45 / 1.00; before (a run of Chinese characters one word, no width folding) recall was 0.25,
+0.25, 0.15 and 0.20. CJK character trigrams lost recall on short rows (Chinese 0.65); word bigrams raised English
+recall to 0.75 but made letter-spelled rows near-duplicates ("q u e" and "q u e u e" have the same bigram set).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import numpy as np
 from tunewise.data.example import Example
 
 NUM_PERM = 128
-SHINGLE = 2  # tokens per shingle
+WORD_SHINGLE = 3  # words per shingle
+CHAR_SHINGLE = 2  # CJK characters (or character trigrams of unspaced text) per shingle
 LONG_RUN = 20  # a run of letters longer than this is text without spaces: compared by character trigrams
 
 # Scripts whose characters are tokens: Han (with radicals, 々〆〇), kana, Bopomofo and Hangul (syllables and jamo),
@@ -99,24 +103,34 @@ def _char_trigrams(run: str) -> list[str]:
     return [run[i : i + 3] for i in range(len(run) - 2)] or [run]
 
 
-def shingle_tokens(text: str) -> list[str]:
-    """The tokens shingles are made of (see the module docstring): words, CJK characters, and overlapping character
-    trigrams of text without spaces, after width folding and lower-casing; punctuation and spaces are dropped."""
+def _tokens(text: str) -> tuple[list[str], list[bool] | None]:
+    """(tokens, for each whether it is a character token: a CJK character or a character trigram; None when none is)."""
     if text.isascii():  # nothing to fold, no CJK: the plain word pattern finds the same runs, faster
         runs = _WORD.findall(text.lower())
         if not runs or max(map(len, runs)) <= LONG_RUN:
-            return runs
+            return runs, None
     else:
         runs = _RUN.findall(fold_width(text).lower())
     tokens: list[str] = []
+    chars: list[bool] = []
     for run in runs:
         if _CJK_CHAR.match(run):
             tokens.extend(run)  # one token per character
+            chars.extend([True] * len(run))
         elif len(run) > LONG_RUN or _UNSPACED_CHAR.match(run):
-            tokens.extend(_char_trigrams(run))
+            grams = _char_trigrams(run)
+            tokens.extend(grams)
+            chars.extend([True] * len(grams))
         else:
             tokens.append(run)
-    return tokens
+            chars.append(False)
+    return tokens, (chars if any(chars) else None)
+
+
+def shingle_tokens(text: str) -> list[str]:
+    """The tokens shingles are made of (see the module docstring): words, CJK characters, and overlapping character
+    trigrams of text without spaces, after width folding and lower-casing; punctuation and spaces are dropped."""
+    return _tokens(text)[0]
 
 
 class _WordHashes(dict):  # type: ignore[type-arg]
@@ -132,19 +146,34 @@ class _WordHashes(dict):  # type: ignore[type-arg]
 _WORDS = _WordHashes()
 
 
-def shingle_hashes(text: str, size: int = SHINGLE) -> np.ndarray:
-    """64-bit hashes of the token ``size``-grams of ``text`` (:func:`shingle_tokens`; one shingle when the text is
-    shorter)."""
-    words = shingle_tokens(text)
-    if not words:
-        return np.zeros(1, dtype=np.uint64)
-    hashes = np.fromiter(map(_WORDS.__getitem__, words), dtype=np.uint64, count=len(words))
-    size = min(size, len(hashes))
+def _combine(hashes: np.ndarray, size: int) -> np.ndarray:
+    """Hashes of the ``size``-grams of a sequence of token hashes."""
     n = len(hashes) - size + 1
-    h = np.zeros(n, dtype=np.uint64)
+    h = np.zeros(max(n, 0), dtype=np.uint64)
     for j in range(size):  # polynomial combination of the token hashes (wraps mod 2**64, as intended)
         h = h * np.uint64(0x100000001B3) + hashes[j : j + n]
     return h
+
+
+def shingle_hashes(text: str, word_size: int = WORD_SHINGLE, char_size: int = CHAR_SHINGLE) -> np.ndarray:
+    """64-bit hashes of the shingles of ``text`` (:func:`shingle_tokens`): at each token, it and the next tokens,
+    ``word_size`` of them from a word, ``char_size`` from a character token; one shingle of every token when the
+    text is too short for any."""
+    tokens, chars = _tokens(text)
+    if not tokens:
+        return np.zeros(1, dtype=np.uint64)
+    hashes = np.fromiter(map(_WORDS.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
+    n = len(hashes)
+    if chars is None or word_size == char_size:
+        return _combine(hashes, min(word_size if chars is None else char_size, n))
+    is_char = np.array(chars)
+    start = np.arange(n)
+    parts = []
+    for size, mask in ((word_size, ~is_char), (char_size, is_char)):
+        at = start[mask & (start <= n - size)]
+        if len(at):
+            parts.append(_combine(hashes, size)[at])
+    return np.concatenate(parts) if parts else _combine(hashes, n)
 
 
 @functools.lru_cache(maxsize=4)
