@@ -82,6 +82,8 @@ _WIDTH = _width_table()
 def fold_width(text: str) -> str:
     """``text`` with full-width and half-width forms folded (ＡＢＣ１ -> ABC1, ｶﾞ -> ガ, 你好。 -> 你好.,
     ideographic space -> space), then composed (NFC), so one sentence typed in either input-method mode compares equal."""
+    if text.isascii():  # no width forms in ASCII
+        return text
     text = text.translate(_WIDTH)
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
