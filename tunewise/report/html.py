@@ -174,6 +174,8 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
     train = _load_json(run.root / "train_summary.json")
     comparison = _load_json(run.eval / "comparison.json")
     data_report = _load_json(run.data / "data_report.json")
+    models = (comparison or {}).get("models") or []
+    scored = _load_json(run.eval / f"metrics_{models[0]}.json") if models else None  # same references for every model
 
     cards = []
     if comparison:
@@ -235,6 +237,7 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
         baselines=_baselines_view(comparison, run) if comparison else None,
         loading=describe_loading(data_report) if data_report else [],
         labels=_labels_view(data_report),
+        tokenization=(scored or {}).get("tokenization"),
         plots=plots,
         train=train_view,
         data=_flatten(data_report.get("counts", data_report)) if data_report else None,
