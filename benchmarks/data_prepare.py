@@ -107,7 +107,7 @@ def word_trigram_hashes(text: str) -> "np.ndarray":
 def time_signatures(path: Path) -> dict[str, float]:
     """Seconds to compute the near-duplicate signatures of every row's text: now and with the baseline shingles."""
     from tunewise.data import dedup
-    from tunewise.data.example import Example
+    from tunewise.example import Example
 
     texts = []
     with open(path, encoding="utf-8") as f:
@@ -139,7 +139,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tunewise.config import DataConfig
     from tunewise.data.prepare import prepare_data
-    from tunewise.models import load_tokenizer
+    from tunewise.lm.loading import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _examples(data: str | None, n: int) -> list:
-    from tunewise.data.example import Example
+    from tunewise.example import Example
     from tunewise.evaluate.standalone import read_examples
 
     if data:
@@ -41,8 +41,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tunewise.evaluate.generate import generate
-    from tunewise.models import load_model, load_tokenizer
+    from tunewise.lm.generate import generate
+    from tunewise.lm.loading import load_model, load_tokenizer
 
     examples = _examples(args.data, args.n)
     conversations = [e.prompt_messages for e in examples]

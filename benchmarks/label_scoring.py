@@ -31,7 +31,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from tunewise.evaluate.labels import score_labels
-    from tunewise.models import load_model, load_tokenizer
+    from tunewise.lm.loading import load_model, load_tokenizer
 
     tokenizer, model = load_tokenizer(args.model), load_model(args.model)
     words = "the weather today is what kind of day would you say it has been so far".split()

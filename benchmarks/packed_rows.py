@@ -27,12 +27,12 @@ WORDS = "the cat sat on a mat while dogs ran far away from home into night rain 
 
 
 def child(way: str, args: argparse.Namespace, out: Path) -> None:
-    import tunewise.train.collate as collate
+    import tunewise.lm.collate as collate
 
     if way == "fill":  # no attention cost known: rows fill up to packing_row_tokens (tunewise before sizing by cost)
         collate.attention_pair_ratio = lambda model_config: None
     from tunewise.config import config_from_dict
-    from tunewise.pipeline import init_run
+    from tunewise.runs import init_run
     from tunewise.rundir import atomic_write_jsonl
     from tunewise.train.run import train_run
 

@@ -39,7 +39,7 @@ def cpu_path(packed: bool, fix: bool) -> Iterator[None]:
     import bitsandbytes.functional
     import bitsandbytes.nn.modules
 
-    from tunewise.models import bnb_cpu
+    from tunewise.lm import bnb_cpu
     from tunewise.train import run as train_module
 
     saved = [(bitsandbytes.nn.modules, "has_avx512bf16"), (bitsandbytes.functional, "has_avx512bf16"),

@@ -1,7 +1,7 @@
 """The quantized-training check's numbers (tunewise/train/verify_quantized.py): adapter gradients through a
 bitsandbytes base vs the same base dequantized, on one real batch, for 4-bit NF4 / FP4 and 8-bit, with 4-bit layers
 on the unpacked path (what tunewise runs) and on the packed CPU path an avx512_bf16 CPU switches to after an eval
-pass, in two forms: ``packed`` really repacks the layers (tunewise.models.bnb_cpu.pack_for_cpu; on a CPU without the
+pass, in two forms: ``packed`` really repacks the layers (tunewise.lm.bnb_cpu.pack_for_cpu; on a CPU without the
 flag bitsandbytes' generic kernel then misreads the packed layout, so the forward is wrong too), ``no-backward``
 keeps the right forward and drops the gradient through the layers that would be packed (what gemv_4bit's missing
 autograd kernel does on a real avx512_bf16 CPU). The thresholds in verify_quantized.py and docs/methods.md come from
@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 
 from tunewise.config import config_from_dict
-from tunewise.data.example import Example
-from tunewise.models import load_tokenizer
-from tunewise.models.bnb_cpu import linear4bit_modules, pack_for_cpu, packable
+from tunewise.example import Example
+from tunewise.lm.loading import load_tokenizer
+from tunewise.lm.bnb_cpu import linear4bit_modules, pack_for_cpu, packable
 from tunewise.rundir import read_jsonl
-from tunewise.train.collate import pack_collator
-from tunewise.train.methods import get_method
-from tunewise.train.run import load_for_training
-from tunewise.train.tokenize import encode_examples
+from tunewise.lm.collate import pack_collator
+from tunewise.lm.adapters import get_method
+from tunewise.lm.loading import load_for_training
+from tunewise.lm.chat import encode_examples
 from tunewise.train.verify_quantized import check_quantized_gradients, probe_batch
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "topics" / "topics.jsonl"

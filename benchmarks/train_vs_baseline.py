@@ -42,10 +42,10 @@ def answer_loss(model, tokenizer, val_rows: list[dict]) -> float:
     """Mean loss per answer token on validation rows (the same yardstick for both recipes)."""
     import torch
 
-    from tunewise.data.example import Example
-    from tunewise.train.collate import PadCollator
-    from tunewise.train.tokenize import encode_examples
-    from tunewise.train.trainer import sparse_causal_lm_loss
+    from tunewise.example import Example
+    from tunewise.lm.collate import PadCollator
+    from tunewise.lm.chat import encode_examples
+    from tunewise.lm.loss import sparse_causal_lm_loss
 
     encoded = encode_examples([Example.from_record(r) for r in val_rows], tokenizer)
     collate = PadCollator(tokenizer.pad_token_id)
@@ -65,7 +65,7 @@ def run_plain(model_name: str, rows: list[dict], val: list[dict], args: argparse
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from tunewise.models import load_model, load_tokenizer
+    from tunewise.lm.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_name)
     tokenizer.padding_side = "right"
@@ -94,7 +94,7 @@ def run_tunewise(model_name: str, rows: list[dict], val: list[dict], args: argpa
 
     from tunewise.config import config_from_dict
     from tunewise.evaluate.run import load_for_eval
-    from tunewise.pipeline import init_run
+    from tunewise.runs import init_run
     from tunewise.rundir import atomic_write_jsonl
     from tunewise.train.run import train_run
 

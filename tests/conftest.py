@@ -28,7 +28,7 @@ def tiny_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_dir: Path) -> Any:
-    from tunewise.models import load_tokenizer
+    from tunewise.lm.loading import load_tokenizer
 
     return load_tokenizer(str(tiny_dir))
 

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tunewise.errors import DataError
 from typer.testing import CliRunner
 
 from tunewise.config import config_from_dict
-from tunewise.data.example import Example
+from tunewise.example import Example
 from tunewise.decide.advise import TaskInfo, decide, infer_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,8 +100,8 @@ def topics_config(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> A
 
 def test_prompting_baseline_is_measured_from_real_generations(tiny_dir: Path, tiny_tokenizer: Any) -> None:
     from tunewise.decide.baseline import choose_sample, few_shot, measure_prompting
-    from tunewise.models import load_model
-    from tunewise.train.tokenize import render_prompt
+    from tunewise.lm.loading import load_model
+    from tunewise.lm.chat import render_prompt
 
     rows = [json.loads(line) for line in TOPICS.read_text(encoding="utf-8").splitlines()[:200]]
     examples = [Example.from_record(r) for r in rows]
@@ -120,9 +122,13 @@ def test_prompting_baseline_is_measured_from_real_generations(tiny_dir: Path, ti
 
 def test_advise_writes_advice_json(topics_config: Any) -> None:
     from tunewise.decide.advise import advise_run
-    from tunewise.pipeline import init_run
+    from tunewise.pipeline import prepare_stage
+    from tunewise.runs import init_run
 
     run = init_run(topics_config)
+    with pytest.raises(DataError, match="tunewise data prepare"):
+        advise_run(topics_config, run.root, calibrate=False)
+    prepare_stage(topics_config, run)
     advice = advise_run(topics_config, run.root, sample_size=8, shots=2, calibrate=False)
     saved = json.loads((run.root / "advice.json").read_text())
     assert saved["decision"] == advice.decision and saved["decision"] in ("prompting", "full", "lora", "qlora")
@@ -135,7 +141,7 @@ def test_advise_writes_advice_json(topics_config: Any) -> None:
 
 def test_cli_estimate_and_advise(topics_config: Any) -> None:
     from tunewise.cli import app
-    from tunewise.pipeline import init_run
+    from tunewise.runs import init_run
 
     runner = CliRunner()
     run = init_run(topics_config)

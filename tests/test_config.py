@@ -89,7 +89,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 def test_config_methods_match_the_trainable_registry() -> None:
     from tunewise.config import METHODS
-    from tunewise.train.methods import METHODS as REGISTRY
+    from tunewise.lm.adapters import METHODS as REGISTRY
 
     assert set(METHODS) == set(REGISTRY)
 

@@ -2,7 +2,7 @@
 names the field (or the file) and the value, and exit code 2.
 
 The bulk is a seeded fuzz of generated mistakes validated in-process through what the commands call before any
-work (``load_config`` + ``tunewise.preflight.check_config``); a representative handful goes through the command
+work (``load_config`` + ``tunewise.train.preflight.check_config``); a representative handful goes through the command
 line: real ``python -m tunewise`` processes for mistakes found before the libraries load (about 2 s each), forked
 commands (tests/cli_processes.py) for the ones that need the model's sizes or the prepared data.
 """
@@ -23,8 +23,8 @@ import yaml
 from tests.cli_processes import REPO, Zygote
 from tests.conftest import reversal_rows
 from tunewise.config import ConfigError, load_config
-from tunewise.data.errors import DataError
-from tunewise.preflight import check_config
+from tunewise.errors import DataError
+from tunewise.train.preflight import check_config
 from tunewise.rundir import RunDir
 
 
@@ -115,7 +115,7 @@ def generated() -> Iterator[tuple[str, list[str], list[str]]]:
     yield "empty key", ["=5"], ["=5", "empty key"]
     yield "a section where a value goes", ["training.epochs.x=1"], ["training.epochs", "{'x': 1}"]
     yield "through a scalar", ["training.epochs=2", "training.epochs.x=1"], ["training.epochs.x=1", "not a section"]
-    # values that can't work for this model or data (tunewise/preflight.py)
+    # values that can't work for this model or data (tunewise/train/preflight.py)
     yield "lora.r above the layer width", ["lora.r=100000"], ["lora.r=100000", "at most 48"]
     yield "lora.r above k_proj's width", ["lora.r=49"], ["lora.r=49", "k_proj", "at most 48"]
     yield "max_tokens above the context", ["data.max_tokens=100000"], ["data.max_tokens=100000", "512 tokens"]

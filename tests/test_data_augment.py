@@ -6,7 +6,7 @@ import random
 
 from tunewise.config import DataConfig
 from tunewise.data.augment import Paraphraser, accept_paraphrase, augment_examples, list_items, shuffled_answers
-from tunewise.data.example import Example
+from tunewise.example import Example
 
 
 def test_list_detection_and_shuffle():

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from tests.data_fixtures import chat, write_jsonl
 from tunewise.cli.data import app
 from tunewise.data.convert import convert_file
-from tunewise.data.errors import DataError
+from tunewise.errors import DataError
 
 ALPACA = [
     {"instruction": "Translate good morning", "input": "", "output": "Bonjour", "label": "fr"},

@@ -7,7 +7,7 @@ import pytest
 
 from tests.data_fixtures import write_jsonl
 
-from tunewise.data.errors import DataError, RowError
+from tunewise.errors import DataError, RowError
 from tunewise.data.formats import detect_format, normalize
 from tunewise.data.io import iter_rows, resolve_paths
 

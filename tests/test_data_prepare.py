@@ -11,10 +11,10 @@ import pytest
 from tests.data_fixtures import chat, write_jsonl
 from tunewise.config import DataConfig, SplitConfig
 from tunewise.data import prepare as prep
-from tunewise.data.errors import DataError
-from tunewise.data.example import Example
+from tunewise.errors import DataError
+from tunewise.example import Example
 from tunewise.data.prepare import load_split, prepare_data
-from tunewise.train.tokenize import encode_example
+from tunewise.lm.chat import encode_example
 
 VOCAB = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon "
          "phi chi psi omega red green blue cyan magenta yellow black white north south east west").split()  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from tests.data_fixtures import CHATML, load_tokenizer
-from tunewise.data.example import Example
+from tunewise.example import Example
 from tunewise.data.preview import MASKED, TRAINED, preview_examples, render_tokens, template_warnings
 
 EX = Example([{"role": "user", "content": "What is red?"}, {"role": "assistant", "content": "A colour."}], {"source": "f.jsonl", "line": 7})

@@ -15,7 +15,7 @@ import pytest
 
 from tests.data_fixtures import write_jsonl
 from tunewise.config import DataConfig, SplitConfig
-from tunewise.data.errors import DataError
+from tunewise.errors import DataError
 from tunewise.data.formats import detect_shape
 from tunewise.data.prepare import load_split, prepare_data
 

@@ -17,7 +17,7 @@ from tests.multilingual_rows import CORPORA, alpaca, sample, suffix_rows, varian
 from tunewise.config import DataConfig
 from tunewise.data import dedup
 from tunewise.data.dedup import content_key, fold_width, shingle_hashes, shingle_tokens
-from tunewise.data.example import Example
+from tunewise.example import Example
 from tunewise.data.prepare import prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]

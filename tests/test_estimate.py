@@ -27,7 +27,8 @@ def _config(tiny_dir: Path, method: str, **extra: Any) -> Any:
 
 @pytest.mark.parametrize("method", ["full", "lora", "dora", "ia3", "prompt", "qlora"])
 def test_meta_trainable_parameters_equal_the_real_peft_model(tiny_dir: Path, method: str) -> None:
-    from tunewise.train.methods import count_parameters, get_method, load_base
+    from tunewise.lm.adapters import count_parameters, get_method
+    from tunewise.lm.loading import load_base
 
     config = _config(tiny_dir, method)
     _, meta = footprint.build_meta_model(config)
@@ -43,7 +44,7 @@ def test_meta_trainable_parameters_equal_the_real_peft_model(tiny_dir: Path, met
 
 @pytest.mark.parametrize("bits,double_quant", [(4, True), (4, False), (8, False)])
 def test_quantized_weight_bytes_match_bitsandbytes(tiny_dir: Path, bits: int, double_quant: bool) -> None:
-    from tunewise.train.methods import load_base
+    from tunewise.lm.loading import load_base
 
     config = _config(tiny_dir, "qlora", quantization={"bits": bits, "double_quant": double_quant})
     real = load_base(config, dtype=torch.float32, device="cpu")
@@ -68,7 +69,8 @@ def test_quantized_weight_bytes_match_bitsandbytes(tiny_dir: Path, bits: int, do
 def test_meta_activations_equal_what_autograd_saves_on_cpu(tiny_dir: Path, method: str, attention: str) -> None:
     """The meta forward counts exactly the bytes a real padded CPU forward keeps for backward (eager attention's
     heads x seq x seq probabilities included)."""
-    from tunewise.train.methods import get_method, load_base
+    from tunewise.lm.adapters import get_method
+    from tunewise.lm.loading import load_base
 
     config = _config(tiny_dir, method)
     base, meta = footprint.build_meta_model(config)
@@ -123,9 +125,9 @@ def test_workload_batches_follow_the_trainer() -> None:
 
 def test_packed_batches_have_the_collators_shape(tiny_tokenizer: Any) -> None:
     """With packing (the default) a batch's shape is the one PackCollator really produces."""
-    from tunewise.data.example import Example
+    from tunewise.example import Example
     from tunewise.decide.workload import packer_for, shape_batch
-    from tunewise.train.tokenize import encode_examples
+    from tunewise.lm.chat import encode_examples
 
     config = config_from_dict({"training": {"per_device_train_batch_size": 8}, "data": {"max_tokens": 64}})
     examples = [Example(messages=[{"role": "system", "content": "Reverse the word."},

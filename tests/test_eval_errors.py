@@ -10,7 +10,7 @@ import pytest
 
 from tunewise.evaluate.compare import compare_files, compare_predictions
 from tunewise.evaluate.errors import analyze_errors, error_kind, write_errors
-from tunewise.evaluate.metrics import compute_metrics, detect_labels, first_label, label_found_scores, per_example_scores
+from tunewise.metrics import compute_metrics, detect_labels, first_label, label_found_scores, per_example_scores
 from tunewise.rundir import atomic_write_json, atomic_write_jsonl
 
 

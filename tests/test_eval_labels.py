@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunewise.data.example import Example
+from tunewise.example import Example
 from tunewise.evaluate.labels import constrained_scores, reference_nll, score_labels
-from tunewise.train.tokenize import IGNORE_INDEX, encode_examples
+from tunewise.lm.chat import IGNORE_INDEX, encode_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["sunny", "rain", "snow storm"]  # different token lengths; "snow storm" is two words
@@ -22,7 +22,7 @@ LABELS = ["sunny", "rain", "snow storm"]  # different token lengths; "snow storm
 
 @pytest.fixture(scope="module")
 def tiny(tiny_dir: Path):
-    from tunewise.models import load_model, load_tokenizer
+    from tunewise.lm.loading import load_model, load_tokenizer
 
     return load_model(str(tiny_dir)), load_tokenizer(str(tiny_dir))
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import reversal_rows
 from tunewise.cli import app
-from tunewise.evaluate.standalone import evaluate_model, resolve_source
+from tunewise.evaluate.standalone import evaluate_model
+from tunewise.lm.loading import classify as resolve_source
 
 runner = CliRunner()
 
@@ -37,7 +38,7 @@ def adapter_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """A freshly initialised LoRA adapter of the tiny model (B = 0: it answers exactly as the base does)."""
     from peft import LoraConfig, get_peft_model
 
-    from tunewise.models import load_model
+    from tunewise.lm.loading import load_model
 
     model = get_peft_model(load_model(str(tiny_dir)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     path = tmp_path_factory.mktemp("adapter") / "adapter"
@@ -58,7 +59,7 @@ def test_standalone_eval_of_a_model_folder_writes_everything(tiny_dir: Path, lab
     # the perplexity taken from the label scores is the one a separate forward pass gives
     from tunewise.evaluate.perplexity import perplexity
     from tunewise.evaluate.standalone import read_examples
-    from tunewise.models import load_model, load_tokenizer
+    from tunewise.lm.loading import load_model, load_tokenizer
 
     direct = perplexity(load_model(str(tiny_dir)), load_tokenizer(str(tiny_dir)), read_examples(label_file))
     assert result["metrics"]["perplexity"] == pytest.approx(direct, rel=1e-4)

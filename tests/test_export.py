@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import reversal_rows
-from tunewise.data.example import Example
+from tunewise.example import Example
 
 def train_tiny_run(tiny_dir: Path, root: Path, steps: int = 60, lr: float = 3e-3, method: str = "lora") -> tuple[Any, Path]:
     """A LoRA (or ``method``) run on the toy reversal task, trained once per test session (cached under ``root``)."""
@@ -58,7 +58,7 @@ def test_perplexity_is_exp_of_the_model_loss(tiny_dir: Path, tiny_tokenizer: Any
     from transformers import AutoModelForCausalLM
 
     from tunewise.evaluate.perplexity import answer_nll, perplexity
-    from tunewise.train.tokenize import encode_examples
+    from tunewise.lm.chat import encode_examples
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_dir)).eval()
     examples = [Example.from_record(r) for r in reversal_rows(6, seed=3)]

@@ -84,7 +84,7 @@ def test_a_4bit_export_answers_the_same_on_every_cpu_path(avx512_bf16: bool, ful
 
     from tunewise.export.common import load_exported
     from tunewise.export.quantize import quantize_model
-    from tunewise.models.bnb_cpu import linear4bit_modules
+    from tunewise.lm.bnb_cpu import linear4bit_modules
 
     _, run_dir = full_run
     target = tmp_path / "bnb-4bit"

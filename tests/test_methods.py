@@ -45,7 +45,7 @@ def prepared(tiny_dir: Path, reversal_file: Path, tmp_path_factory: pytest.TempP
 
 def train_case(case: str, prepared: dict[str, Any], tiny_dir: Path, reversal_file: Path) -> tuple[Any, Path, dict, dict]:
     from tunewise.evaluate.run import evaluate_run
-    from tunewise.pipeline import init_run
+    from tunewise.runs import init_run
     from tunewise.train.run import train_run
 
     overrides, training, _, _ = CASES[case]
@@ -94,7 +94,7 @@ def reload_standard(config: Any, run_dir: Path, tiny_dir: Path) -> tuple[Any, An
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_method_learns_and_reloads(case: str, prepared: dict[str, Any], tiny_dir: Path, reversal_file: Path) -> None:
-    from tunewise.data.example import Example
+    from tunewise.example import Example
     from tunewise.rundir import read_jsonl
 
     config, run_dir, summary, tuned = train_case(case, prepared, tiny_dir, reversal_file)
@@ -131,7 +131,7 @@ def test_quantization_belongs_to_qlora() -> None:
 def test_ia3_auto_targets_key_value_and_down_projections(tiny_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from tunewise.train.methods import resolve_ia3_modules
+    from tunewise.lm.adapters import resolve_ia3_modules
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     assert resolve_ia3_modules(model, config_from_dict({"method": "ia3"})) == (["down_proj", "k_proj", "v_proj"], ["down_proj"])
@@ -141,7 +141,7 @@ def test_ia3_auto_targets_key_value_and_down_projections(tiny_dir: Path) -> None
 
 
 def test_prompt_tuning_batches_never_mix_prompt_lengths() -> None:
-    from tunewise.evaluate.generate import batches
+    from tunewise.lm.generate import batches
 
     lengths = [3, 3, 4, 4, 4, 5]
     assert batches(list(range(6)), lengths, 2, same_length=True) == [[0, 1], [2, 3], [4], [5]]

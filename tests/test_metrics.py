@@ -4,7 +4,7 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer, tokenizers
 
-from tunewise.evaluate import metrics as M
+from tunewise import metrics as M
 
 EN_REFS = [
     "The cat sat on the mat.",

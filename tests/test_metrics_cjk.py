@@ -12,7 +12,7 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from typer.testing import CliRunner
 
-import tunewise.evaluate.metrics as M
+import tunewise.metrics as M
 from tunewise.cli import app
 from tunewise.evaluate.compare import compare_run
 from tunewise.report.html import build_report

@@ -14,7 +14,7 @@ from tunewise.monitor.follow import MetricsTail, follow
 from tunewise.monitor.guards import OverfitWatch, SpikeWatch
 from tunewise.monitor.live import LiveView, resolve_mode
 from tunewise.monitor.metrics import effective_records, validate_record
-from tunewise.monitor.record import read_record, tracked, update_record
+from tunewise.record import read_record, tracked, update_record
 from tunewise.monitor.runs import list_runs
 from tunewise.monitor.summary import summarize
 

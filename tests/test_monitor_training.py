@@ -18,7 +18,7 @@ from tunewise import pipeline
 from tunewise.config import config_from_dict
 from tunewise.monitor.guards import TrainingStopped
 from tunewise.monitor.metrics import read_metrics, validate_record
-from tunewise.monitor.record import read_record
+from tunewise.record import read_record
 from tunewise.monitor.session import TrainingCancelled
 from tunewise.train.run import train_run
 
@@ -188,7 +188,7 @@ def test_monitor_follows_a_run_in_progress(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from tunewise.cli import app
-    from tunewise.monitor.record import device_info, update_record
+    from tunewise.record import device_info, update_record
 
     run = tmp_path / "live"
     run.mkdir()

@@ -10,9 +10,9 @@ import torch
 
 from tests.test_train_loss import examples, random_model
 from tunewise.config import config_from_dict
-from tunewise.models.device import resolve_precision
-from tunewise.data.example import Example
-from tunewise.train.collate import (
+from tunewise.lm.device import resolve_precision
+from tunewise.example import Example
+from tunewise.lm.collate import (
     PackCollator,
     PadCollator,
     pack_rows,
@@ -21,8 +21,9 @@ from tunewise.train.collate import (
     shared_prefix_length,
 )
 from tunewise.train.run import to_dataset, training_arguments
-from tunewise.train.tokenize import encode_examples
-from tunewise.train.trainer import TunewiseTrainer, sparse_causal_lm_loss
+from tunewise.lm.chat import encode_examples
+from tunewise.lm.loss import sparse_causal_lm_loss
+from tunewise.train.trainer import TunewiseTrainer
 
 
 def features(tokenizer: Any, loss_on: str = "answers") -> list[dict[str, Any]]:
@@ -194,7 +195,7 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_padded_batches(tiny_token
 
 
 def test_examples_sharing_a_prefix_do_not_see_each_other(tiny_tokenizer: Any) -> None:
-    from tunewise.train.collate import model_inputs
+    from tunewise.lm.collate import model_inputs
 
     model = random_model(tiny_tokenizer).eval()
     feats = system_prompt_features(tiny_tokenizer)[:2]
@@ -220,7 +221,7 @@ def test_rows_follow_the_cost_of_attention(tiny_tokenizer: Any) -> None:
     """A row's attention covers all its pairs: long examples get rows of their own, short ones share a row (and its
     prefix); the loss stays the padded batch's either way."""
     from tunewise.models.tiny import ensure_tiny_model
-    from tunewise.train.collate import attention_pair_ratio
+    from tunewise.lm.collate import attention_pair_ratio
     from transformers import AutoConfig
 
     smollm2_ratio = 3072  # attention_pair_ratio of SmolLM2-135M's config

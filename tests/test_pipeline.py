@@ -55,8 +55,8 @@ def test_adapter_reloads_with_peft_and_gives_the_same_answers(toy_run: dict[str,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunewise.data.example import Example
-    from tunewise.evaluate.generate import generate
+    from tunewise.example import Example
+    from tunewise.lm.generate import generate
 
     run = Path(toy_run["run_dir"])
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_dir)), str(run / "model"))

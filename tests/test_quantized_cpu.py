@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 from tests.conftest import reversal_rows
 from tunewise import pipeline
 from tunewise.config import config_from_dict
-from tunewise.models.bnb_cpu import is_packed, linear4bit_modules, pack_for_cpu
+from tunewise.lm.bnb_cpu import is_packed, linear4bit_modules, pack_for_cpu
 from tunewise.monitor.guards import TrainingStopped
 from tunewise.rundir import read_jsonl
 from tunewise.train.verify_quantized import QuantizedTrainingError
@@ -92,8 +92,8 @@ def test_4bit_qlora_trains_and_evaluates_with_the_packed_cpu_kernel_on_and_off(
 
 def test_the_gradient_check_sees_the_packed_kernel_and_moves_layers_off_it(
         tiny_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from tunewise.train.methods import get_method
-    from tunewise.train.run import load_for_training
+    from tunewise.lm.adapters import get_method
+    from tunewise.lm.loading import load_for_training
     from tunewise.train.verify_quantized import check_quantized_gradients, verify_quantized_training
 
     config = config_from_dict({"model": str(tiny_dir), "method": "qlora", "lora": {"dropout": 0.05}})
@@ -121,17 +121,18 @@ def _no_input_gradient(model: torch.nn.Module) -> None:
 
 def test_a_wrong_quantized_kernel_stops_the_run_before_training(
         tiny_dir: Path, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tunewise.monitor.record import read_record
+    from tunewise.record import read_record
+    from tunewise.lm import loading
     from tunewise.train import run as train_module
 
-    load = train_module.load_base
+    load = loading.load_base
 
     def broken_base(*args: Any, **kwargs: Any) -> Any:
         model = load(*args, **kwargs)
         _no_input_gradient(model)
         return model
 
-    monkeypatch.setattr(train_module, "load_base", broken_base)
+    monkeypatch.setattr(loading, "load_base", broken_base)
     config, run = qlora_run(tmp_path, tiny_dir, data_file, "broken")
     with pytest.raises(QuantizedTrainingError) as error:
         train_module.train_run(config, run.root)
@@ -185,14 +186,14 @@ def test_advise_never_recommends_qlora_that_fails_the_check_here(
         tiny_dir: Path, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.test_advise import _decide, _estimates
     from tunewise.decide.footprint import method_config
-    from tunewise.train import run as train_module
+    from tunewise.lm import loading
     from tunewise.train.verify_quantized import check_on_this_machine
 
     config, run = qlora_run(tmp_path, tiny_dir, data_file, "advise-check")
     passed = check_on_this_machine(method_config(config, "qlora"), run.root)
     assert passed["ok"] and "message" not in passed
-    load = train_module.load_base
-    monkeypatch.setattr(train_module, "load_base", lambda *a, **k: (_no_input_gradient(m := load(*a, **k)), m)[1])
+    load = loading.load_base
+    monkeypatch.setattr(loading, "load_base", lambda *a, **k: (_no_input_gradient(m := load(*a, **k)), m)[1])
     failed = check_on_this_machine(method_config(config, "qlora"), run.root)
     assert not failed["ok"] and "quantized training check failed" in failed["message"]
 

@@ -254,7 +254,7 @@ def test_ranks_that_read_other_data_refuse_to_train(tiny_dir: Path, tmp_path: Pa
 def _check_inputs(rank: int, port: int, runs: list[str], results: str) -> None:
     import torch.distributed as dist
 
-    from tunewise.pipeline import config_of_run
+    from tunewise.runs import config_of_run
     from tunewise.train.distributed import DistributedInputsDiffer, check_same_inputs
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -351,7 +351,7 @@ def test_fsdp_full_fine_tuning_on_two_processes(tiny_dir: Path, tmp_path: Path) 
 
 
 def test_sharding_presets_become_the_engines_arguments(tiny_dir: Path, tmp_path: Path) -> None:
-    from tunewise.models.device import resolve_precision
+    from tunewise.lm.device import resolve_precision
     from tunewise.rundir import RunDir
     from tunewise.train.run import training_arguments
     from tunewise.train.sharding import ZERO_PRESETS, engine_arguments

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import reversal_rows
 from tests.test_export import train_tiny_run
-from tunewise.data.example import Example
+from tunewise.example import Example
 
 USER = "reverse: c a t"
 
@@ -49,7 +49,7 @@ def test_models_lists_the_variants_and_the_split(served: dict[str, Any]) -> None
 
 
 def test_chat_answers_like_the_eval_stage(served: dict[str, Any]) -> None:
-    from tunewise.evaluate.generate import generate
+    from tunewise.lm.generate import generate
 
     client, tuned = served["client"], served["tuned"]
     for name in ("base", tuned):

@@ -5,7 +5,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from tunewise.evaluate import metrics as M
+from tunewise import metrics as M
 from tunewise.evaluate.significance import (
     paired_bootstrap,
     paired_bootstrap_corpus,

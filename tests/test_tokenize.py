@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunewise.data.example import Example
-from tunewise.train.collate import PadCollator
-from tunewise.train.tokenize import IGNORE_INDEX, encode_example, render_prompt
+from tunewise.example import Example
+from tunewise.lm.collate import PadCollator
+from tunewise.lm.chat import IGNORE_INDEX, encode_example, render_prompt
 
 
 def trained_text(tokenizer: Any, encoded: Any) -> str:

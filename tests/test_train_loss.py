@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from tunewise.config import config_from_dict
-from tunewise.data.example import Example
-from tunewise.models.device import resolve_precision
-from tunewise.train.collate import PadCollator
+from tunewise.example import Example
+from tunewise.lm.device import resolve_precision
+from tunewise.lm.collate import PadCollator
 from tunewise.train.run import to_dataset, training_arguments
-from tunewise.train.tokenize import encode_examples
-from tunewise.train.trainer import TunewiseTrainer, sparse_causal_lm_loss
+from tunewise.lm.chat import encode_examples
+from tunewise.lm.loss import sparse_causal_lm_loss
+from tunewise.train.trainer import TunewiseTrainer
 
 
 def random_model(tokenizer: Any, seed: int = 0) -> Any:

@@ -17,12 +17,12 @@ import torch
 from tests.conftest import reversal_rows
 from tests.test_train_loss import random_model
 from tunewise.config import Config, config_from_dict
-from tunewise.data.example import Example
-from tunewise.models.device import resolve_precision
+from tunewise.example import Example
+from tunewise.lm.device import resolve_precision
 from tunewise.train.best import BestModel, GenerationMetric
-from tunewise.train.collate import PackCollator
+from tunewise.lm.collate import PackCollator
 from tunewise.train.run import to_dataset, train_run, training_arguments
-from tunewise.train.tokenize import encode_examples
+from tunewise.lm.chat import encode_examples
 from tunewise.train.trainer import TunewiseTrainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,11 +9,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 METHODS = ("full", "lora", "dora", "qlora", "ia3", "prompt")
+OBJECTIVES = ("sft", "dpo", "orpo", "kto")  # what a training step optimises: tunewise/objectives/<name>.py
 TASKS = ("classification", "extraction", "summarisation", "generation", "code", "domain-specific")  # tunewise advise
-"""The methods this version trains (kept in step with :data:`tunewise.train.methods.METHODS`, which a test checks)."""
+"""The methods this version trains (kept in step with :data:`tunewise.lm.adapters.METHODS`, which a test checks)."""
 
 REFUSED_METHODS = {
     "prefix": (
@@ -250,7 +259,7 @@ class TrainingConfig(_Section):
     @field_validator("metric_for_best_model")
     @classmethod
     def _known_best_metric(cls, value: str) -> str:
-        from tunewise.evaluate.metrics import METRICS
+        from tunewise.metrics import METRICS
 
         name = value.removeprefix("eval_")
         if value != "eval_loss" and name not in METRICS:
@@ -261,7 +270,7 @@ class TrainingConfig(_Section):
 class EvalConfig(_Section):
     metrics: list[str] = Field(
         default_factory=lambda: ["exact_match", "accuracy", "token_f1"],
-        description="Names from tunewise.evaluate.metrics.METRICS (exact_match, accuracy, token_f1, bleu, chrf, rouge1, ...).",
+        description="Names from tunewise.metrics.METRICS (exact_match, accuracy, token_f1, bleu, chrf, rouge1, ...).",
     )
     max_new_tokens: Int = Field(64, gt=0)
     batch_size: Int = Field(16, gt=0)
@@ -285,7 +294,7 @@ class EvalConfig(_Section):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, value: list[str]) -> list[str]:
-        from tunewise.evaluate.metrics import METRICS
+        from tunewise.metrics import METRICS
 
         unknown = [m for m in value if m not in METRICS or not METRICS[m].from_text]
         if unknown:
@@ -373,12 +382,34 @@ class DecideConfig(_Section):
         return self
 
 
+class DPOConfig(_Section):
+    beta: Float = Field(0.1, gt=0, description="How far the policy may move from the reference: smaller = further "
+                        "(TRL's default 0.1).")
+
+
+class ORPOConfig(_Section):
+    beta: Float = Field(0.1, gt=0, description="Weight of the odds-ratio term against the NLL of the chosen answer "
+                        "(the paper's lambda; TRL's default 0.1).")
+
+
+class KTOConfig(_Section):
+    beta: Float = Field(0.1, gt=0, description="As DPO's beta.")
+    desirable_weight: Float = Field(1.0, gt=0, description="Weight of the desirable answers' loss.")
+    undesirable_weight: Float = Field(1.0, gt=0, description="Weight of the undesirable answers' loss; the KTO "
+                                      "paper keeps desirable_weight x desirable rows / (undesirable_weight x "
+                                      "undesirable rows) within [1, 4/3].")
+
+
 class Config(_Section):
     name: str = "run"
     output_dir: str = "runs"
     model: str = Field("tiny", description="'smollm2-135m', 'tiny', a local folder or a Hugging Face hub id.")
     trust_remote_code: bool = False
     method: str = "lora"
+    objective: Literal[OBJECTIVES] = Field(  # type: ignore[valid-type]
+        "sft", description="What training optimises (docs/objectives.md): sft (answers), dpo / orpo (preference pairs: "
+        "prompt, chosen, rejected), kto (answers marked desirable or not)."
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     quantization: QuantizationConfig | None = Field(None, description="method qlora only; null = its defaults (4-bit NF4, double quant).")
@@ -388,6 +419,9 @@ class Config(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     decide: DecideConfig = Field(default_factory=DecideConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    orpo: ORPOConfig = Field(default_factory=ORPOConfig)
+    kto: KTOConfig = Field(default_factory=KTOConfig)
 
     @field_validator("method")
     @classmethod
@@ -404,6 +438,10 @@ class Config(_Section):
             self.quantization = QuantizationConfig()
         elif self.method != "qlora" and self.quantization is not None:
             raise ValueError(f"quantization is used by method qlora only (method is {self.method!r}); set method: qlora or remove it")
+        if self.objective in ("dpo", "kto") and self.method == "prompt":
+            raise ValueError(f"objective {self.objective} with method prompt is not supported: its reference is the "
+                             "model with the adapter disabled, which prompt tuning can't score the same way; use "
+                             "method lora (or objective orpo, which needs no reference)")
         if self.method == "qlora" and (self.training.sharding or self.training.fsdp or self.training.deepspeed):
             raise ValueError("method qlora with training.sharding is not supported: the 4-bit base is not sharded by "
                              "FSDP / ZeRO here; use method: lora with sharding: fsdp, or qlora on one device per process")

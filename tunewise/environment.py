@@ -178,7 +178,7 @@ def bitsandbytes_checks() -> list[Check]:
     import torch
 
     backend = "cuda" if torch.cuda.is_available() else "cpu"
-    from tunewise.models.bnb_cpu import cpu_has_avx512_bf16
+    from tunewise.lm.bnb_cpu import cpu_has_avx512_bf16
 
     packed = cpu_has_avx512_bf16()
     checks = [Check("quantization", "bitsandbytes", f"{bnb.__version__}, {backend} backend, native library "
@@ -227,7 +227,7 @@ def space_checks(output_dir: Path) -> list[Check]:
     if available is not None:
         low = available < MIN_AVAILABLE_MEMORY_GB
         checks.append(Check("space", "memory", f"{available:.1f} GB available of {total:.1f} GB",
-                            "note" if low else "ok", f"the quickstart peaks at ~4 GB: close other programs" if low else ""))
+                            "note" if low else "ok", "the quickstart peaks at ~4 GB: close other programs" if low else ""))
     for name, folder in (("cache", cache_root()), ("output", output_dir)):
         usage = shutil.disk_usage(_existing(folder.expanduser().resolve()))
         free = usage.free / 1e9

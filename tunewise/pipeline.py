@@ -8,44 +8,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tunewise.config import Config, ConfigError, load_config
-from tunewise.monitor.record import ensure_record, tracked
-from tunewise.rundir import RunDir, atomic_write_json, atomic_write_text
+from tunewise.config import Config
+from tunewise.record import tracked
+from tunewise.rundir import RunDir, atomic_write_json
 from tunewise.runlock import writing_run
+from tunewise.runs import config_of_run, init_run  # noqa: F401  (the stages' entry points, with the run's own)
 
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str], None]
 
 
-def init_run(config: Config) -> RunDir:
-    """Create the run directory and write the fully resolved config into it (refused while another process writes
-    the run: tunewise/runlock.py)."""
-    run = RunDir.of(config.run_dir)
-    with writing_run(run.root, "init"):
-        atomic_write_text(run.config, config.to_yaml())
-        ensure_record(config, run.root)  # monitor: run.json (status validating for a new run)
-    return run
-
-
-def config_of_run(target: str | Path, overrides: list[str] | None = None) -> tuple[Config, RunDir]:
-    """Accept a run directory (its config.yaml) or a config file; return the config and its run directory."""
-    path = Path(target)
-    if path.is_dir():
-        if not (path / "config.yaml").is_file():
-            raise ConfigError(f"{path} is not a run directory (no config.yaml); pass a run directory or a config file")
-        config = load_config(path / "config.yaml", overrides)
-        # a run directory that was moved is still itself
-        config.output_dir, config.name = str(path.parent), path.name
-        return config, RunDir.of(path)
-    config = load_config(path, overrides)
-    return config, init_run(config)
-
-
 def prepare_stage(config: Config, run: RunDir) -> dict[str, Any]:
     from tunewise.data.prepare import prepare_data
     from tunewise.data.stats import plot_token_histograms
-    from tunewise.models import load_tokenizer
+    from tunewise.lm.loading import load_tokenizer
 
     # monitor: run.json says "validating" while the data is prepared, "queued" (ready to train) after
     with writing_run(run.root, "prepare"), tracked(run.root, "prepare", config, status="validating", done_status="queued"):
@@ -57,8 +34,8 @@ def prepare_stage(config: Config, run: RunDir) -> dict[str, Any]:
 
 
 def check_for_prepare(config: Config) -> None:
-    """Before preparing: the data paths exist and the token limit fits the model (tunewise/preflight.py)."""
-    from tunewise.preflight import check_context, check_paths
+    """Before preparing: the data paths exist and the token limit fits the model (tunewise/train/preflight.py)."""
+    from tunewise.train.preflight import check_context, check_paths
 
     check_paths(config)
     check_context(config)
@@ -126,7 +103,7 @@ def run_all(config: Config, *, notify: Notify = log.info, eval_progress: Any = N
 
 
 def _run_all(config: Config, notify: Notify, eval_progress: Any) -> dict[str, Any]:
-    from tunewise.preflight import check_config
+    from tunewise.train.preflight import check_config
 
     check_config(config)  # paths, packages, the model's limits: before anything is written or loaded
     run = init_run(config)
@@ -152,19 +129,18 @@ def _run_all(config: Config, notify: Notify, eval_progress: Any) -> dict[str, An
 
     build_report(run.root, examples=config.eval.examples_in_report)
     result["timings_s"] = timings
-    atomic_write_json(run.root / "pipeline.json", {k: v for k, v in result.items() if k in ("timings_s", "report", "estimate")})
+    atomic_write_json(run.pipeline, {k: v for k, v in result.items() if k in ("timings_s", "report", "estimate")})
     return result
 
 
 def _run_stages(config: Config, run: RunDir, result: dict[str, Any], stage: Callable[[str, Callable[[], Any]], Any],
                 eval_progress: Any, notify: Notify) -> None:
+    from tunewise.data.stats import describe_loading
     from tunewise.evaluate.run import evaluate_run
     from tunewise.train.run import train_run
 
-    from tunewise.data.stats import describe_loading
-
     result["data"] = stage("prepare", lambda: prepare_stage(config, run))
-    from tunewise.preflight import check_data
+    from tunewise.train.preflight import check_data
 
     check_data(config, run)  # before the baseline evaluation and the training
     for line in describe_loading(result["data"]):

@@ -1,4 +1,8 @@
-"""The run directory: where every stage reads and writes (see DESIGN.md), and atomic writes into it."""
+"""The run directory: where every stage reads and writes (see DESIGN.md), and atomic writes into it.
+
+This module is the only place a run directory's file names are spelled: stages ask :class:`RunDir` for a path (and
+its readers for a split or a JSON file) instead of joining names of their own. A data folder (``RUN/data``, or any
+folder ``tunewise data split`` writes) has its names here too (:func:`split_file` and friends)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,48 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+SPLITS = ("train", "val", "test")
+
+
+def split_path(folder: str | Path, name: str) -> Path:
+    """``folder/<name>.jsonl``: one split of a data folder (train, val, test)."""
+    return Path(folder) / f"{name}.jsonl"
+
+
+def rejects_file(folder: str | Path) -> Path:
+    """``folder/rejects.jsonl``: every rejected row with its line and reason."""
+    return Path(folder) / "rejects.jsonl"
+
+
+def data_report_file(folder: str | Path) -> Path:
+    """``folder/data_report.json``: counts, token statistics and rejects of a prepared data folder."""
+    return Path(folder) / "data_report.json"
+
+
+def predictions_file(folder: str | Path, model: str) -> Path:
+    """``folder/predictions_<model>.jsonl``: one record per test example (an eval folder: RUN/eval or --out)."""
+    return Path(folder) / f"predictions_{model}.jsonl"
+
+
+def errors_file(folder: str | Path, model: str) -> Path:
+    """``folder/errors_<model>.json``: the error analysis of one model (an eval folder)."""
+    return Path(folder) / f"errors_{model}.json"
+
+
+def metrics_file_of(predictions: Path) -> Path:
+    """The ``metrics_<model>.json`` written beside a ``predictions_<model>.jsonl``."""
+    return predictions.with_name("metrics_" + predictions.name.removeprefix("predictions_").removesuffix(".jsonl") + ".json")
+
+
+def model_of(predictions: Path) -> str:
+    """``<model>`` of a ``predictions_<model>.jsonl``."""
+    return predictions.name.removeprefix("predictions_").removesuffix(".jsonl")
+
+
+def prediction_files(folder: str | Path) -> dict[str, Path]:
+    """{model: predictions file} of an eval folder, sorted by model name."""
+    return {model_of(p): p for p in sorted(Path(folder).glob("predictions_*.jsonl"))}
 
 
 @dataclass(frozen=True)
@@ -33,6 +79,55 @@ class RunDir:
     deepspeed_config = property(lambda self: self.root / "deepspeed_config.json")  # sharding: zero2/zero3, or your file
     lock = property(lambda self: self.root / "run.lock")  # who writes the run now (tunewise/runlock.py)
     error_log = property(lambda self: self.root / "error.log")  # the traceback of the last unexpected failure
+    record = property(lambda self: self.root / "run.json")  # status, stages, hashes (tunewise/record.py)
+    pipeline = property(lambda self: self.root / "pipeline.json")  # `tunewise run`: timings and headline numbers
+    advice = property(lambda self: self.root / "advice.json")  # `tunewise advise`
+    estimate = property(lambda self: self.root / "estimate.json")  # `tunewise estimate` / before training
+    train_summary = property(lambda self: self.root / "train_summary.json")  # what training did (train/run.py)
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    export = property(lambda self: self.root / "export")  # merged and quantized models, merge.json, quantize.json
+    merge_report = property(lambda self: self.export / "merge.json")
+    quantize_report = property(lambda self: self.export / "quantize.json")
+    bench = property(lambda self: self.root / "bench")
+    bench_report = property(lambda self: self.bench / "bench.json")
+    fingerprint = property(lambda self: self.checkpoints / "fingerprint.json")  # what a resume must match
+    rejects = property(lambda self: rejects_file(self.data))
+    data_report = property(lambda self: data_report_file(self.data))
+    comparison = property(lambda self: self.eval / "comparison.json")
+
+    def split(self, name: str) -> Path:
+        """RUN/data/<name>.jsonl (train, val, test)."""
+        return split_path(self.data, name)
+
+    def predictions(self, model: str) -> Path:
+        """RUN/eval/predictions_<model>.jsonl."""
+        return predictions_file(self.eval, model)
+
+    def eval_metrics(self, model: str) -> Path:
+        """RUN/eval/metrics_<model>.json."""
+        return metrics_file_of(self.predictions(model))
+
+    def errors(self, model: str) -> Path:
+        """RUN/eval/errors_<model>.json (error analysis)."""
+        return errors_file(self.eval, model)
+
+    def plot(self, name: str) -> Path:
+        """RUN/plots/<name>.png."""
+        return self.plots / f"{name}.png"
+
+    def read_json(self, path: Path, default: Any = None) -> Any:
+        """A JSON file of this run (e.g. ``run.read_json(run.comparison)``); ``default`` when it is missing or torn."""
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return default
+
+    def read_split(self, name: str) -> list[dict[str, Any]]:
+        """The records of RUN/data/<name>.jsonl; FileNotFoundError says to prepare the data first."""
+        path = self.split(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: prepare the data first: `tunewise data prepare CONFIG`")
+        return read_jsonl(path)
 
     def last_checkpoint(self, warn: bool = False) -> Path | None:
         """The newest complete checkpoint-N in RUN/checkpoints (see :func:`last_checkpoint`)."""

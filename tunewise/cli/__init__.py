@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
 # torchao / bitsandbytes print harmless "Failed to load ..." warnings on import (FIELD-NOTES)
 warnings.filterwarnings("ignore", message=r".*Failed to load.*")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-console = Console()
-err_console = Console(stderr=True)
+from tunewise.cli.common import console, err_console, fail, guarded, quiet_libraries  # noqa: E402,F401
 
 app = typer.Typer(
     name="tunewise",
@@ -63,85 +60,6 @@ def _register_command_modules() -> None:
                 raise
             continue
         module.register(app)
-
-
-def _quiet_libraries() -> None:
-    # torchao logs "Failed to load ..." and torch's pytree logs deprecation notes on import (harmless, FIELD-NOTES):
-    # silence them before transformers imports torchao
-    for name in ("torchao", "torch.utils._pytree", "bitsandbytes"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import transformers
-
-    transformers.logging.set_verbosity_warning()
-    transformers.logging.disable_progress_bar()  # "Loading weights" bars; tunewise shows its own progress
-    from tunewise.rundir import is_main_process
-
-    # torchrun workers other than rank 0 only say what went wrong
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s")
-    for name in ("httpx", "urllib3", "datasets", "filelock"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def fail(message: str, code: int = 2) -> None:
-    from rich.markup import escape
-
-    # escaped: a message naming `tunewise[deepspeed]` or a path with brackets is text, not rich markup
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def guarded(fn: Callable[[], Any], *, stage: str | None = None, config: Any = None,
-            run_root: str | Path | None = None) -> Any:
-    """Run ``fn``; whatever goes wrong becomes one red line that says what to do, and an exit code: 2 for the user's
-    mistakes (bad config, missing file, bad data, a run another process writes), 130 for Ctrl-C, 1 when the work
-    could not finish (disk full, out of memory, a bug: its traceback goes to RUN/error.log, or is shown with
-    TUNEWISE_DEBUG=1). ``stage``, ``config`` and ``run_root`` make the message name the stage, the settings to
-    change and the checkpoint to resume from."""
-    from tunewise.config import ConfigError
-    from tunewise.runlock import RunLocked
-
-    try:
-        from tunewise.data.errors import DataError
-    except ImportError:  # pragma: no cover
-        DataError = ConfigError  # type: ignore[misc,assignment]
-    try:
-        return fn()
-    except (typer.Exit, typer.Abort):
-        raise
-    except (ConfigError, DataError, RunLocked, FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    except KeyboardInterrupt as exc:
-        where = f" during {stage}" if stage else ""
-        fail(str(exc) or f"cancelled (Ctrl-C){where}; what was being written was not kept: run the command again", code=130)
-    except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into a message
-        from tunewise.failures import EXIT_FAILED, describe, is_disk_full, is_out_of_memory
-
-        if os.environ.get("TUNEWISE_DEBUG"):
-            raise
-        message = describe(exc, stage=stage, config=config, run_root=run_root)
-        if not (is_disk_full(exc, run_root) or is_out_of_memory(exc)):
-            where = _save_traceback(run_root)
-            message += f" (this looks like a bug: the traceback is in {where}; please report it with that file)"
-        fail(message, code=EXIT_FAILED)
-
-
-def _save_traceback(run_root: str | Path | None) -> str:
-    """Write the current exception's traceback to RUN/error.log (or a temporary file); returns where it went."""
-    import tempfile
-    import traceback
-
-    from tunewise.rundir import RunDir, atomic_write_text
-
-    text = traceback.format_exc()
-    places = [RunDir.of(run_root).error_log] if run_root is not None and Path(run_root).is_dir() else []
-    places.append(Path(tempfile.gettempdir()) / f"tunewise-error-{os.getpid()}.log")
-    for place in places:
-        try:
-            atomic_write_text(place, text)
-            return str(place)
-        except OSError:
-            continue
-    return "nowhere (the disk is full?); rerun with TUNEWISE_DEBUG=1 to see it"
 
 
 def _eval_progress(label: str) -> Any:
@@ -190,14 +108,13 @@ def run(
     """Every stage: prepare -> baseline eval -> train -> eval -> compare -> report."""
     from tunewise.config import load_config
     from tunewise.runlock import writing_run
-
-    from tunewise.preflight import check_paths
+    from tunewise.train.preflight import check_paths
 
     cfg = guarded(lambda: load_config(config, overrides or []))  # before the libraries load: a bad config fails at once
     guarded(lambda: check_paths(cfg))  # data files, DeepSpeed config and package
     with ExitStack() as held:
         guarded(lambda: held.enter_context(writing_run(cfg.run_dir, "run")))
-        _quiet_libraries()
+        quiet_libraries()
         from tunewise.pipeline import run_all
 
         console.print(f"[bold]tunewise run[/] {cfg.name}: {cfg.method} on [cyan]{cfg.model}[/] -> {cfg.run_dir}")
@@ -230,11 +147,11 @@ def train(
     """Train on RUN/data and save RUN/model (on several processes or machines: docs/scale.md)."""
     import time
 
-    from tunewise.pipeline import config_of_run
-    from tunewise.preflight import check_paths
     from tunewise.rundir import is_main_process
     from tunewise.runlock import writing_run
+    from tunewise.runs import config_of_run
     from tunewise.train.distributed import Launch, run_of
+    from tunewise.train.preflight import check_paths
 
     how = guarded(lambda: Launch(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
                                  master_port=master_port, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id))
@@ -249,9 +166,9 @@ def train(
             # a second writer is refused before anything slow; torchrun workers inherit the lock (tunewise/runlock.py),
             # ranks > 0 write nothing (on another node they share the run folder with rank 0)
             guarded(lambda: held.enter_context(writing_run(run_dir.root, "train")))
-        _quiet_libraries()
+        quiet_libraries()
         if how.distributed:
-            from tunewise.models.device import resolve_precision
+            from tunewise.lm.device import resolve_precision
             from tunewise.train.distributed import DistributedTrainingFailed, launch
             from tunewise.train.sharding import engine_of
 
@@ -262,7 +179,7 @@ def train(
                        sharded_on_cpu=on_cpu and engine_of(cfg) == "fsdp")
             except DistributedTrainingFailed as exc:
                 fail(str(exc), code=1)
-            summary_file = run_dir.root / "train_summary.json"
+            summary_file = run_dir.train_summary
             if not (summary_file.is_file() and summary_file.stat().st_mtime >= started):
                 console.print(f"this node's {nproc} process(es) finished; rank 0 writes the run to {run_dir.root}")
                 return
@@ -297,7 +214,7 @@ def eval_command(
     split: str = typer.Option("test", help="Which prepared split to evaluate on (run mode)"),
 ) -> None:
     """Generate answers and score them: on a run's test split (RUN/eval/), or any model on any test file."""
-    _quiet_libraries()
+    quiet_libraries()
     names = [n.strip() for item in metrics or [] for n in item.split(",") if n.strip()] or None
     if target is None or data is not None:
         if target is not None:
@@ -307,7 +224,7 @@ def eval_command(
         _eval_standalone(model, data, out, names, max_new_tokens, max_examples)
         return
     from tunewise.evaluate.run import evaluate_run
-    from tunewise.pipeline import config_of_run
+    from tunewise.runs import config_of_run
 
     if model not in ("tuned", "base"):
         fail(f"with a run directory, --model must be 'tuned' or 'base', got {model!r} (to evaluate a folder: --model PATH --data FILE)")
@@ -354,7 +271,7 @@ def compare(
 @app.command()
 def report(target: Path = typer.Argument(..., help="A run directory")) -> None:
     """Write RUN/report.html (plots included) from what the stages left."""
-    from tunewise.pipeline import config_of_run, report_stage
+    from tunewise.runs import config_of_run, report_stage
 
     cfg, run_dir = guarded(lambda: config_of_run(target))
     console.print(f"report: [bold]{guarded(lambda: report_stage(cfg, run_dir))}[/]")

@@ -18,14 +18,14 @@ err_console = Console(stderr=True)
 def _run(fn: Callable[[], Any], **context: Any) -> Any:
     """Run ``fn``; any failure becomes one red line on stderr and an exit code (2 for bad data or config; see
     :func:`tunewise.cli.guarded`)."""
-    from tunewise.cli import guarded
+    from tunewise.cli.common import guarded
 
     return guarded(fn, **context)
 
 
 def _tokenizer(name: str, trust_remote_code: bool = False) -> Any:
-    from tunewise.data.errors import DataError
-    from tunewise.models import load_tokenizer
+    from tunewise.errors import DataError
+    from tunewise.lm.loading import load_tokenizer
 
     try:
         return load_tokenizer(name, trust_remote_code=trust_remote_code)
@@ -54,7 +54,7 @@ def prepare(
     from contextlib import ExitStack
 
     from tunewise.config import load_config
-    from tunewise.monitor.record import tracked
+    from tunewise.record import tracked
     from tunewise.runlock import writing_run
 
     cfg = _run(lambda: load_config(config, overrides or []))
@@ -62,8 +62,7 @@ def prepare(
     def go() -> None:
         from tunewise.data.prepare import prepare_data
         from tunewise.data.stats import plot_token_histograms, render_report
-
-        from tunewise.pipeline import init_run
+        from tunewise.runs import init_run
 
         if out is None:
             init_run(cfg)  # the run directory gets its resolved config.yaml, so later stages can run on it
@@ -71,7 +70,7 @@ def prepare(
         paraphraser = None
         if cfg.data.augment_paraphrase:
             from tunewise.data.augment import Paraphraser
-            from tunewise.models import load_model
+            from tunewise.lm.loading import load_model
 
             name = cfg.data.paraphrase_model or cfg.model
             model_tok = tokenizer if name == cfg.model else _tokenizer(name, cfg.trust_remote_code)
@@ -106,12 +105,13 @@ def stats(
     """Show the counts, rejections, token lengths and labels of prepared data."""
 
     def go() -> None:
-        from tunewise.data.errors import DataError
         from tunewise.data.stats import render_report
+        from tunewise.errors import DataError
+        from tunewise.rundir import data_report_file
 
         run = _run_dir(target)
         folder = run[1] if run else target
-        report_path = folder / "data_report.json"
+        report_path = data_report_file(folder)
         if folder.is_dir() and report_path.is_file():
             render_report(json.loads(report_path.read_text(encoding="utf-8")), console)
             return
@@ -142,8 +142,8 @@ def preview(
     """Show examples exactly as the model sees them: trained tokens highlighted, masked ones dimmed."""
 
     def go() -> None:
-        from tunewise.data.errors import DataError
         from tunewise.data.preview import preview_examples, template_warnings
+        from tunewise.errors import DataError
 
         run = _run_dir(target)
         generation_tokenizer = None
@@ -165,10 +165,12 @@ def preview(
         else:
             if not model:
                 raise DataError("pass --model to preview a data file (its tokenizer renders the examples)")
-            from tunewise.data.io import iter_rows
+            import io
+            import itertools
+
             from tunewise.config import DataConfig
+            from tunewise.data.io import iter_rows
             from tunewise.data.prepare import RejectLog, normalised
-            import io, itertools
 
             rows = normalised(iter_rows(str(target)), DataConfig(path=str(target)), RejectLog(io.StringIO()), {})
             examples = [ex for _, ex in itertools.islice(rows, n)]
@@ -221,9 +223,9 @@ def split_cmd(
         from pydantic import ValidationError
 
         from tunewise.config import DataConfig, SplitConfig, format_errors
-        from tunewise.data.errors import DataError
         from tunewise.data.formats import check_format
         from tunewise.data.prepare import split_file
+        from tunewise.errors import DataError
 
         check_format(format)
         try:
@@ -238,7 +240,7 @@ def split_cmd(
 
 
 def _columns(items: Optional[List[str]]) -> dict[str, str]:
-    from tunewise.data.errors import DataError
+    from tunewise.errors import DataError
 
     out = {}
     for item in items or []:

@@ -11,16 +11,23 @@ import typer
 
 
 def _cli() -> Any:
-    import tunewise.cli as cli
+    from tunewise.cli import common as cli
 
-    cli._quiet_libraries()
+    cli.quiet_libraries()
     return cli
 
 
 @contextmanager
 def _working(console: Any) -> Iterator[tuple[Callable[[str], None], Callable[[int], None]]]:
     """A spinner whose line says what is being done, and a counter for generated answers."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=True)
@@ -125,7 +132,7 @@ def sharding_table(report: dict[str, Any]) -> Any:
 
 
 def _prepared(cfg: Any, run_dir: Any, say: Callable[[str], None]) -> None:
-    if (run_dir.data / "train.jsonl").is_file():
+    if run_dir.split("train").is_file():
         return
     from tunewise.pipeline import prepare_stage
 
@@ -157,7 +164,7 @@ def estimate_command(
     """Peak memory, time and cost of each method, side by side (writes RUN/estimate.json)."""
     cli = _cli()
     from tunewise.decide.estimate import estimate_run
-    from tunewise.pipeline import config_of_run
+    from tunewise.runs import config_of_run
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     options = _decide_options(methods=names, calibrate=calibrate, calibration_steps=steps, price_per_hour=price_per_hour,
@@ -165,7 +172,7 @@ def estimate_command(
     cfg, run_dir = cli.guarded(lambda: config_of_run(config, [*(overrides or []), *options]))
     d = cfg.decide
     workload = None
-    if not cfg.data.path and not (run_dir.data / "train.jsonl").is_file():
+    if not cfg.data.path and not run_dir.split("train").is_file():
         if not (examples and seq_len):
             cli.fail("the config has no data.path: give --examples N and --seq-len TOKENS to estimate without data")
         from tunewise.decide.workload import synthetic_workload
@@ -185,7 +192,7 @@ def estimate_command(
         cli.console.print(sharded)
     for line in report["assumptions"]:
         cli.console.print(f"[dim]- {line}[/]", highlight=False)
-    cli.console.print(f"written: {run_dir.root / 'estimate.json'}")
+    cli.console.print(f"written: {run_dir.estimate}")
 
 
 def advise_command(
@@ -218,7 +225,8 @@ def advise_command(
     from rich.table import Table
 
     from tunewise.decide.advise import advise_run
-    from tunewise.pipeline import config_of_run
+    from tunewise.pipeline import prepare_stage
+    from tunewise.runs import config_of_run
 
     options = _decide_options(task=task, strict_format=strict_format, budget_hours=budget_hours, budget_usd=budget_usd,
                               price_per_hour=price_per_hour, api_price_per_1m=api_price_per_1m, target=target,
@@ -226,6 +234,9 @@ def advise_command(
     # the options become the config's decide: section (validated there, kept in the run's config.yaml)
     cfg, run_dir = cli.guarded(lambda: config_of_run(config, [*(overrides or []), *options]))
     with _working(cli.err_console) as (say, advance):
+        if not run_dir.split("train").is_file():
+            say("preparing the data")
+            cli.guarded(lambda: prepare_stage(cfg, run_dir))
         advice = cli.guarded(lambda: advise_run(
             cfg, run_dir.root, progress=say, generation_progress=advance,
         ))
@@ -259,7 +270,7 @@ def advise_command(
         rules.add_row("[green]fired[/]" if r["fired"] else "[dim]not fired[/]", r["description"], r["evidence"])
     console.print(rules)
     console.print(estimate_table(a["estimates"], "estimates"))
-    console.print(f"written: {run_dir.root / 'advice.json'}")
+    console.print(f"written: {run_dir.advice}")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,9 +16,9 @@ def doctor_command(
 ) -> None:
     """Versions (against the tested lock), Python, torch build and threads, CPU flags, GPU, bitsandbytes, memory and
     disk, offline models. Exits 1 when something tunewise needs is missing, with the fix."""
-    import tunewise.cli as cli
+    from tunewise.cli import common as cli
 
-    cli._quiet_libraries()
+    cli.quiet_libraries()
     from tunewise.environment import diagnose
 
     report = diagnose(output_dir)

@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from tunewise.rundir import RunDir
+
 
 def _summary_table(summary: dict[str, Any], title: str) -> Any:
     from rich.table import Table
@@ -42,17 +44,17 @@ def monitor_command(
     """Follow a run in progress from another terminal (reads RUN/metrics.jsonl), or show a finished one."""
     from rich.console import Console
 
-    from tunewise.cli import fail
+    from tunewise.cli.common import fail
     from tunewise.monitor.follow import follow as follow_run
     from tunewise.monitor.follow import run_is_active
     from tunewise.monitor.live import ViewState
-    from tunewise.monitor.record import read_record
     from tunewise.monitor.summary import summarize
+    from tunewise.record import read_record
 
     console = Console()
-    if not (run / "metrics.jsonl").is_file() and not (run / "run.json").is_file():
+    if not RunDir.of(run).metrics.is_file() and not RunDir.of(run).record.is_file():
         fail(f"{run} has no metrics.jsonl or run.json: pass a run directory (e.g. runs/NAME) that has started training")
-    from tunewise.monitor.record import mark_interrupted
+    from tunewise.record import mark_interrupted
 
     console.print(_header(mark_interrupted(run), run), highlight=False)  # a killed writer: "interrupted"
     view, records = ViewState(), []
@@ -93,7 +95,7 @@ def runs_command(
     from rich.console import Console
     from rich.table import Table
 
-    from tunewise.cli import guarded
+    from tunewise.cli.common import guarded
     from tunewise.monitor.runs import list_runs
 
     rows = guarded(lambda: list_runs(directory))

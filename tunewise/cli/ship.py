@@ -9,9 +9,9 @@ import typer
 
 
 def _cli() -> Any:
-    import tunewise.cli as cli
+    from tunewise.cli import common as cli
 
-    cli._quiet_libraries()
+    cli.quiet_libraries()
     from tunewise.export.common import quiet_quantization_warnings
 
     quiet_quantization_warnings()
@@ -41,7 +41,7 @@ def export_command(
     cli = _cli()
     from rich.table import Table
 
-    from tunewise.pipeline import config_of_run
+    from tunewise.runs import config_of_run
 
     if not merge and not quantize:
         cli.fail("say what to export: --merge and/or --quantize int8|bnb-8bit|bnb-4bit")
@@ -94,7 +94,7 @@ def bench_command(
     from rich.table import Table
 
     from tunewise.export.bench import bench_run
-    from tunewise.pipeline import config_of_run
+    from tunewise.runs import config_of_run
 
     cfg, run_dir = cli.guarded(lambda: config_of_run(run))
     sizes = _ints(batch_sizes, "--batch-sizes")
@@ -113,7 +113,7 @@ def bench_command(
     cli.console.print(table)
     for name, why in report["skipped"].items():
         cli.console.print(f"[dim]{name}: {why}[/]")
-    cli.console.print(f"written: {run_dir.root / 'bench' / 'bench.json'}")
+    cli.console.print(f"written: {run_dir.bench_report}")
 
 
 def serve_command(

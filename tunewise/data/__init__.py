@@ -10,7 +10,7 @@ __all__ = ["DataError", "DataReport", "Example", "load_split", "prepare_data"]
 _WHERE = {"DataError": "errors", "DataReport": "stats", "Example": "example", "load_split": "prepare", "prepare_data": "prepare"}
 
 
-def __getattr__(name: str) -> Any:  # lazy, so importing tunewise.data.example stays cheap and cycle-free
+def __getattr__(name: str) -> Any:  # lazy, so importing tunewise.example stays cheap and cycle-free
     if name in _WHERE:
         import importlib
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tunewise.config import DataConfig
-from tunewise.data.example import Example
+from tunewise.example import Example
 
 _ITEM = re.compile(r"^(\s*)([-*\u2022]|\d+[.)])\s+(.*\S)\s*$")
 
@@ -127,7 +127,7 @@ class Paraphraser:
         """``n`` generations for each text (unchecked)."""
         import torch
 
-        from tunewise.train.tokenize import render_prompt
+        from tunewise.lm.chat import render_prompt
 
         tok = self.tokenizer
         old_side = tok.padding_side

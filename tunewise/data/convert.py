@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.config import DataConfig
-from tunewise.data.errors import DataError, RowError
-from tunewise.data.example import Example
 from tunewise.data.io import atomic_open, dumps
+from tunewise.errors import DataError, RowError
+from tunewise.example import Example
 
 TARGETS = ("alpaca", "chat", "completion")
 _PROVENANCE = ("source", "line")
@@ -70,10 +70,9 @@ def convert_file(src: str, dst: str | Path, to: str, *, format: str = "auto", co
                  as_json: bool | None = None, system_prompt: str | None = None) -> ConvertResult:  # fmt: skip
     """Read ``src`` (any input format), write ``dst`` as ``to``; rows that cannot be read or expressed go to
     ``<dst>.rejects.jsonl``. ``as_json`` (default: when ``dst`` ends in .json) writes one JSON array."""
+    from tunewise.data.formats import check_format
     from tunewise.data.io import iter_rows
     from tunewise.data.prepare import RejectLog, normalised
-
-    from tunewise.data.formats import check_format
 
     if to not in TARGETS:
         raise DataError(f"unknown output format {to!r}; use one of {', '.join(TARGETS)}")

@@ -33,7 +33,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from tunewise.data.example import Example
+from tunewise.example import Example
 
 NUM_PERM = 128
 WORD_SHINGLE = 3  # words per shingle

@@ -20,8 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from tunewise.data.errors import DataError, RowError
-from tunewise.data.example import Example
+from tunewise.errors import DataError, RowError
+from tunewise.example import Example
 
 FORMATS = ("alpaca", "chat", "sharegpt", "completion", "text")
 KNOWN_ROLES = ("system", "user", "assistant", "tool")

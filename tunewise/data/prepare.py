@@ -17,17 +17,36 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from tunewise.config import DataConfig
-from tunewise.data.dedup import NearDuplicateIndex, content_key, example_text, signatures
-from tunewise.data.errors import DataError, Reject, RowError
-from tunewise.data.example import Example
-from tunewise.data.formats import Shape, check_columns, check_format, detect_shape, normalize, suggest_config
-from tunewise.data.io import RawRow, atomic_open, dumps, iter_rows, write_json, write_jsonl
+from tunewise.data.dedup import (
+    NearDuplicateIndex,
+    content_key,
+    example_text,
+    signatures,
+)
+from tunewise.data.formats import (
+    Shape,
+    check_columns,
+    check_format,
+    detect_shape,
+    normalize,
+    suggest_config,
+)
+from tunewise.data.io import (
+    RawRow,
+    atomic_open,
+    dumps,
+    iter_rows,
+    write_json,
+    write_jsonl,
+)
 from tunewise.data.labels import ANSWER, answer_label, detect_labels, meta_label
 from tunewise.data.split import SPLITS, split_items
 from tunewise.data.stats import DataReport, TokenCounts, label_counts, token_stats
 from tunewise.data.validate import check_example, check_tokens, clean_control_chars
-from tunewise.rundir import staged_dir
-from tunewise.train.tokenize import IGNORE_INDEX, encode_examples, truncate_prompt
+from tunewise.errors import DataError, Reject, RowError
+from tunewise.example import Example
+from tunewise.lm.chat import IGNORE_INDEX, encode_examples, truncate_prompt
+from tunewise.rundir import data_report_file, rejects_file, split_path, staged_dir
 
 BATCH = 1024
 DETECT_WINDOW = 100  # rows a file may start with before its format must be recognisable
@@ -412,7 +431,7 @@ def prepare_data(
     if config.augment_paraphrase and paraphraser is None:
         raise DataError("data.augment_paraphrase needs a model to paraphrase with; run through `tunewise data prepare` or pass paraphraser=")
     need_sigs = bool(config.overlap_threshold or config.near_dedup_threshold)
-    rejects_path = out_dir / "rejects.jsonl"
+    rejects_path = rejects_file(out_dir)
 
     measurer = _Measurer(tokenizer, loss_on, config, need_sigs, workers if workers is not None else min(2, os.cpu_count() or 1))
     with _progress(progress) as tick, atomic_open(rejects_path) as stream, contextlib.closing(measurer), _gc_paused():
@@ -454,7 +473,7 @@ def prepare_data(
                         + (f"; to load them as question -> answer pairs set {hint}" if hint else "")
                         + f"; see {rejects_path}")
 
-    files = {name: str(out_dir / f"{name}.jsonl") for name in SPLITS}
+    files = {name: str(split_path(out_dir, name)) for name in SPLITS}
     files["rejects"] = str(rejects_path)
 
     read = main.read + (given_test.read if given_test else 0)
@@ -484,12 +503,12 @@ def prepare_data(
         config=config.model_dump(mode="json"),
         seconds=round(time.perf_counter() - started, 3),
     )
-    files["report"] = str(out_dir / "data_report.json")
+    files["report"] = str(data_report_file(out_dir))
     # the splits and the report appear together or not at all (a full disk must not leave train.jsonl alone)
     with staged_dir(out_dir) as stage:
         for name in SPLITS:
-            write_jsonl(stage / f"{name}.jsonl", (it.example.to_record() for it in parts[name]))
-        write_json(stage / "data_report.json", report.to_dict())
+            write_jsonl(split_path(stage, name), (it.example.to_record() for it in parts[name]))
+        write_json(data_report_file(stage), report.to_dict())
     return report
 
 
@@ -637,7 +656,7 @@ def load_split(out_dir: str | Path, split: str) -> list[Example]:
 
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    path = Path(out_dir) / f"{split}.jsonl"
+    path = split_path(out_dir, split)
     if not path.is_file():
         raise DataError(f"{path} not found; run `tunewise data prepare` first")
     out = []
@@ -655,7 +674,7 @@ def split_file(path: str, out_dir: str | Path, config: DataConfig) -> dict[str, 
     collected = _Collected()
     items = collected.items
     seen: dict[bytes, tuple[str, int]] = {}
-    with atomic_open(out_dir / "rejects.jsonl") as stream:
+    with atomic_open(rejects_file(out_dir)) as stream:
         rejects = RejectLog(stream)
         for row, example in normalised(iter_rows(path), config, rejects, collected.formats, collected.state):
             collected.read += 1
@@ -667,10 +686,10 @@ def split_file(path: str, out_dir: str | Path, config: DataConfig) -> dict[str, 
             seen[key] = (row.source, row.line)
             items.append(Item(example, key, TokenCounts(0, 0, 0)))
     if not items:
-        raise DataError(f"no valid row in {path}; see {out_dir / 'rejects.jsonl'}")
+        raise DataError(f"no valid row in {path}; see {rejects_file(out_dir)}")
     get = classify(items, collected, config).label_of
     parts = split_items(items, config.split, seed=config.seed, label_of=(lambda it: get(it.example)) if get else None)
-    counts = {name: write_jsonl(out_dir / f"{name}.jsonl", (it.example.to_record() for it in parts[name])) for name in SPLITS}
+    counts = {name: write_jsonl(split_path(out_dir, name), (it.example.to_record() for it in parts[name])) for name in SPLITS}
     counts["unused"] = len(parts["unused"])
     counts["rejected"] = sum(rejects.counts.values())
     return counts

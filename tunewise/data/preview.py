@@ -8,8 +8,8 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.text import Text
 
-from tunewise.data.example import Example
-from tunewise.train.tokenize import IGNORE_INDEX, encode_example, render_example, render_prompt
+from tunewise.example import Example
+from tunewise.lm.chat import IGNORE_INDEX, encode_example, render_example, render_prompt
 
 TRAINED = ("black on green3", "black on green1")  # alternating, so token boundaries show
 MASKED = "dim"

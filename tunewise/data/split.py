@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Any, Callable, Hashable, Sequence, TypeVar
 
 from tunewise.config import SplitConfig
-from tunewise.data.errors import DataError
+from tunewise.errors import DataError
 
 T = TypeVar("T")
 SPLITS = ("train", "val", "test")

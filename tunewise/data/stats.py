@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from tunewise.train.tokenize import IGNORE_INDEX, Encoded
+from tunewise.lm.chat import IGNORE_INDEX, Encoded
 
 
 @dataclass
@@ -158,7 +158,7 @@ def render_report(report: DataReport | dict[str, Any], console: Any) -> None:
         stages.add_row(f"  {split}", f"{counts.get(split, 0):,}")
     console.print(stages)
     if counts.get("rejected"):
-        from tunewise.data.errors import REASONS
+        from tunewise.errors import REASONS
 
         rej = Table(title=f"rejected rows ({counts.get('rejected_total', 0):,}; see rejects.jsonl)")
         for col in ("reason", "rows", "meaning"):

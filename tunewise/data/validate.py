@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tunewise.data.errors import RowError
-from tunewise.data.example import Example
+from tunewise.errors import RowError
+from tunewise.example import Example
 
 # C0 controls except tab / newline / carriage return, DEL, and C1 controls (usually text decoded with the wrong codec)
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from tunewise.config import TASKS, Config, DecideConfig
-from tunewise.data.example import Example
+from tunewise.errors import DataError
+from tunewise.example import Example
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def infer_task(train: Sequence[Example]) -> TaskInfo:
     """The task type from the training answers: short label-like answers from a small set -> classification; JSON
     answers -> extraction; code-looking answers -> code; long inputs condensed -> summarisation; answers copied out of
     the input -> extraction; anything else -> generation."""
-    from tunewise.evaluate.metrics import detect_labels, parse_json_prediction
+    from tunewise.metrics import detect_labels, parse_json_prediction
 
     rows = [e for e in train if e.reference is not None]
     refs = [(e.reference or "").strip() for e in rows]
@@ -377,13 +378,12 @@ def advise_run(
     progress: Progress | None = None,
     generation_progress: Callable[[int], None] | None = None,
 ) -> Advice:
-    """Measure, estimate and decide for ``config``; write RUN/advice.json. The data is prepared first if RUN/data has
-    no training split. An argument left None takes its value from the config's ``decide`` section."""
+    """Measure, estimate and decide for ``config`` on its prepared data (RUN/data); write RUN/advice.json. An argument left None takes its value from the config's ``decide`` section."""
     from tunewise.data.prepare import load_split
     from tunewise.decide.baseline import choose_sample, instruction, measure_prompting
     from tunewise.decide.estimate import DEFAULT_METHODS, estimate_run
     from tunewise.evaluate.run import load_for_eval
-    from tunewise.models.device import resolve_precision
+    from tunewise.lm.device import resolve_precision
     from tunewise.rundir import RunDir, atomic_write_json
 
     d = config.decide
@@ -401,13 +401,11 @@ def advise_run(
     if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     run = RunDir.of(run_dir)
-    if not (run.data / "train.jsonl").is_file():
-        from tunewise.pipeline import prepare_stage
-
-        say("preparing the data")
-        prepare_stage(config, run)
+    if not run.split("train").is_file():
+        raise DataError(f"{run.data} has no prepared training split: run `tunewise data prepare` first "
+                        "(`tunewise advise CONFIG` prepares it for you)")
     train = load_split(run.data, "train")
-    val = load_split(run.data, "val") if (run.data / "val.jsonl").is_file() else []
+    val = load_split(run.data, "val") if run.split("val").is_file() else []
     inferred = infer_task(train)
     info = inferred if task is None else TaskInfo(task, "given", labels=inferred.labels if task == "classification" else None,
                                                  json_answers=inferred.json_answers, evidence=inferred.evidence)
@@ -467,7 +465,7 @@ def advise_run(
         baselines=baselines,
         estimates=estimate,
     )
-    atomic_write_json(run.root / "advice.json", advice.to_dict())
+    atomic_write_json(run.advice, advice.to_dict())
     return advice
 
 

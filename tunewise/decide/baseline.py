@@ -9,8 +9,14 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from tunewise.data.example import Example
-from tunewise.evaluate.prompting import choose_shots, few_shot, instruction, with_instruction, zero_shot
+from tunewise.evaluate.prompting import (
+    choose_shots,
+    few_shot,
+    instruction,
+    with_instruction,
+    zero_shot,
+)
+from tunewise.example import Example
 
 __all__ = ["Sample", "choose_sample", "few_shot", "instruction", "measure_prompting", "with_instruction", "zero_shot"]
 

@@ -22,6 +22,7 @@ import torch
 
 from tunewise.config import Config
 from tunewise.decide.workload import Batch, Workload
+from tunewise.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +158,13 @@ def calibrate(config: Config, workload: Workload, records: Sequence[dict[str, An
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from tunewise.data.example import Example
-    from tunewise.models import load_tokenizer
+    from tunewise.example import Example
+    from tunewise.lm.adapters import get_method
+    from tunewise.lm.chat import encode_examples
+    from tunewise.lm.loading import load_tokenizer
     from tunewise.rundir import RunDir
-    from tunewise.train.methods import get_method
-    from tunewise.train.run import build_trainer, load_for_training, training_arguments
-    from tunewise.train.tokenize import encode_examples
+    from tunewise.lm.loading import load_for_training
+    from tunewise.train.run import build_trainer, training_arguments
 
     say = progress or (lambda message: None)
     plan = pick_batches(workload, steps, warmup)
@@ -288,7 +290,7 @@ def _analyse(method: str, clock: _Clock, plan: list[list[Batch]], warmup: int, *
 
 _TRAIN_CHILD = (
     "import sys\n"
-    "from tunewise.pipeline import config_of_run\n"
+    "from tunewise.runs import config_of_run\n"
     "from tunewise.train.run import train_run\n"
     "config, run = config_of_run(sys.argv[1])\n"
     "train_run(config, run.root)\n"
@@ -303,7 +305,7 @@ def train_in_fresh_process(run_dir: str | Path, *, env: dict[str, str] | None = 
                             env=env, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"training {run_dir} failed:\n{result.stderr[-3000:]}")
-    return json.loads((Path(run_dir) / "train_summary.json").read_text(encoding="utf-8"))
+    return json.loads(RunDir.of(run_dir).train_summary.read_text(encoding="utf-8"))
 
 
 def own_peak_rss_mb() -> float:
@@ -318,11 +320,11 @@ import json, sys, tempfile, warnings
 warnings.filterwarnings("ignore")
 import torch
 from tunewise.decide.calibrate import own_peak_rss_mb
-from tunewise.models import load_tokenizer
+from tunewise.lm.loading import load_tokenizer
 from tunewise.train.run import to_dataset
 from tunewise.train.trainer import TunewiseTrainer
-from tunewise.train.collate import PadCollator
-from tunewise.train.tokenize import Encoded
+from tunewise.lm.collate import PadCollator
+from tunewise.lm.chat import Encoded
 from transformers import TrainingArguments
 name, trust, plots = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
 tokenizer = load_tokenizer(name, trust_remote_code=trust)
@@ -367,7 +369,7 @@ def runtime_baseline(config: Config, *, cache_dir: Path | None = None) -> Runtim
     """Peak RSS (MiB) of a process that has imported the training stack, loaded the tokenizer and built a Trainer,
     before any model is loaded (and the time of its first plot): measured once in a fresh process, then cached per
     versions, tokenizer, plots setting and threads."""
-    from tunewise.models import resolve_model
+    from tunewise.lm.loading import resolve_model
     from tunewise.models.smollm2 import cache_root
 
     plots = config.monitor.plots

@@ -52,6 +52,7 @@ from tunewise.config import Config
 from tunewise.decide.calibrate import Calibration
 from tunewise.decide.footprint import Activations, Parameters, ShardUnits
 from tunewise.decide.workload import Workload
+from tunewise.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def optimizer_bytes(config: Config, trainable: int, trainable_bytes: int) -> tup
 
 def estimate_memory(config: Config, parameters: Parameters, acts: Activations, *, device: str, runtime_bytes: int,
                     vocab_size: int, trained_tokens: int, mapped_checkpoint: int = 0) -> Memory:
-    from tunewise.train.methods import get_method
+    from tunewise.lm.adapters import get_method
 
     states, temp = optimizer_bytes(config, parameters.trainable, parameters.trainable_bytes)
     return Memory(
@@ -392,8 +393,8 @@ def estimate_method(
     """
     from tunewise.decide import footprint
     from tunewise.decide.workload import build_workload, for_method
-    from tunewise.models.device import resolve_precision
-    from tunewise.train.methods import get_method
+    from tunewise.lm.adapters import get_method
+    from tunewise.lm.device import resolve_precision
 
     say = progress or (lambda message: None)
     cfg = footprint.method_config(config, method)
@@ -471,9 +472,9 @@ def estimate_run(
     """
     from tunewise.decide.calibrate import runtime_baseline
     from tunewise.decide.workload import workload_from_run
-    from tunewise.models.device import describe_device, resolve_precision
+    from tunewise.lm.adapters import get_method
+    from tunewise.lm.device import describe_device, resolve_precision
     from tunewise.rundir import atomic_write_json
-    from tunewise.train.methods import get_method
 
     say = progress or (lambda message: None)
     for m in methods:
@@ -514,7 +515,7 @@ def estimate_run(
         "assumptions": assumptions(precision.device, devices),
     }
     if write:
-        atomic_write_json(Path(run_dir) / "estimate.json", report)
+        atomic_write_json(RunDir.of(run_dir).estimate, report)
     return report
 
 

@@ -2,7 +2,7 @@
 are loaded or allocated), the method's PEFT preparation is applied to it, and parameters and the tensors autograd
 keeps for the backward pass are counted exactly.
 
-* Parameters: :func:`tunewise.train.methods.count_parameters` on the meta model prepared by the method itself, so the
+* Parameters: :func:`tunewise.lm.adapters.count_parameters` on the meta model prepared by the method itself, so the
   trainable count is the one training reports (QLoRA: the LoRA preparation on the same target modules).
 * Quantized weights (QLoRA): the bytes bitsandbytes stores, computed from shapes (meta tensors cannot be quantized).
 * Activations: one forward pass of the meta model records every tensor autograd saves for backward (shapes only),
@@ -46,7 +46,7 @@ def model_config(name: str, *, trust_remote_code: bool = False) -> Any:
     """The transformers config of a model name, local folder or hub id (no weights are read)."""
     from transformers import AutoConfig
 
-    from tunewise.models import resolve_model
+    from tunewise.lm.loading import resolve_model
 
     try:
         return AutoConfig.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
@@ -61,7 +61,7 @@ def checkpoint_bytes(name: str) -> int | None:
     """Bytes of the model's safetensors files on disk (None for a hub id that is not downloaded)."""
     from pathlib import Path
 
-    from tunewise.models import resolve_model
+    from tunewise.lm.loading import resolve_model
 
     path = Path(resolve_model(name))
     if not path.is_dir():
@@ -127,7 +127,7 @@ def build_meta_model(config: Config, *, dtype: torch.dtype = torch.float32) -> t
     """(base model, model prepared for ``config.method``) on the meta device; nothing is allocated."""
     from transformers import AutoModelForCausalLM
 
-    from tunewise.train.methods import get_method
+    from tunewise.lm.adapters import get_method
 
     hf_config = model_config(config.model, trust_remote_code=config.trust_remote_code)
     with _quiet(), torch.device("meta"):
@@ -153,7 +153,7 @@ def build_meta_model(config: Config, *, dtype: torch.dtype = torch.float32) -> t
 
 def count_meta_parameters(config: Config, prepared: Any, *, dtype: torch.dtype) -> Parameters:
     """Exact counts of a meta model prepared for ``config.method``, with the bytes it holds when trained."""
-    from tunewise.train.methods import count_parameters, resolve_target_modules
+    from tunewise.lm.adapters import count_parameters, resolve_target_modules
 
     trainable, total = count_parameters(prepared)
     trainable_bytes = sum(p.numel() * p.element_size() for p in prepared.parameters() if p.requires_grad)

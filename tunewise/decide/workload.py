@@ -1,6 +1,6 @@
 """What one epoch asks of the hardware, from the prepared data: the batches training will see, tokenized and filtered
 as :func:`tunewise.train.run.train_run` does, ordered by the Trainer's sampler and shaped by the collator training
-uses (padding-free packing with a shared prefix by default, :class:`tunewise.train.collate.PackCollator`; padding for
+uses (padding-free packing with a shared prefix by default, :class:`tunewise.lm.collate.PackCollator`; padding for
 prompt tuning or ``training.packing: false``), with the tokens they feed the model and the optimizer steps they make."""
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def shape_batch(features: Sequence[Feature], indices: Sequence[int], packer: Any
 def packer_for(config: Config, pad_token_id: int = 0) -> Any:
     """The collator training packs with (its row length follows the model's config, as in training)."""
     from tunewise.decide.footprint import model_config
-    from tunewise.train.collate import pack_collator
+    from tunewise.lm.collate import pack_collator
 
     return pack_collator(config, pad_token_id, model_config(config.model, trust_remote_code=config.trust_remote_code))
 
@@ -158,9 +158,9 @@ def for_method(workload: Workload, config: Config, method: str) -> Workload:
 
 def _encoded(config: Config, path: Path, tokenizer: Any) -> tuple[list[Feature], list[dict[str, Any]]]:
     """(features, records) of a prepared split, filtered as training filters them."""
-    from tunewise.data.example import Example
+    from tunewise.example import Example
+    from tunewise.lm.chat import encode_examples
     from tunewise.rundir import read_jsonl
-    from tunewise.train.tokenize import encode_examples
 
     records = read_jsonl(path) if path.is_file() else []
     encoded = encode_examples([Example.from_record(r) for r in records], tokenizer, loss_on=config.training.loss_on,
@@ -176,16 +176,16 @@ def workload_from_run(config: Config, run_dir: str | Path,
     Returns (workload, training records, validation records); the records are in the workload's index order, so a
     calibration can train on exactly the rows of chosen batches.
     """
-    from tunewise.models import load_tokenizer
+    from tunewise.lm.loading import load_tokenizer
     from tunewise.rundir import RunDir
 
     run = RunDir.of(run_dir)
-    train_file = run.require("data", "train.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`")
+    train_file = run.require("data", run.split("train").name, hint="prepare the data first: `tunewise data prepare CONFIG`")
     tokenizer = tokenizer or load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     train, train_records = _encoded(config, train_file, tokenizer)
     if not train:
         raise ValueError(f"{train_file} has no example with a trained token; check the data and `training.loss_on`")
-    val, val_records = _encoded(config, run.data / "val.jsonl", tokenizer)
+    val, val_records = _encoded(config, run.split("val"), tokenizer)
     return build_workload(config, train, val, source=str(train_file)), train_records, val_records
 
 

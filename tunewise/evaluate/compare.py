@@ -7,9 +7,20 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from tunewise.evaluate.metrics import get_metric
-from tunewise.evaluate.significance import paired_bootstrap, paired_bootstrap_stats, win_tie_loss
-from tunewise.rundir import RunDir, atomic_write_json, read_jsonl
+from tunewise.evaluate.significance import (
+    paired_bootstrap,
+    paired_bootstrap_stats,
+    win_tie_loss,
+)
+from tunewise.metrics import get_metric
+from tunewise.rundir import (
+    RunDir,
+    atomic_write_json,
+    metrics_file_of,
+    model_of,
+    prediction_files,
+    read_jsonl,
+)
 
 MAIN_METRIC_ORDER = ("constrained_accuracy", "accuracy", "exact_match", "token_f1", "rougeL", "chrf", "bleu")
 """The headline metric is the first of these that was scored: for a classification task the label each model ranks
@@ -102,7 +113,7 @@ def compare_predictions(
 def compare_run(run_dir: str | Path, models: Sequence[str] | None = None, *, seed: int = 0) -> dict[str, Any]:
     """Compare the models evaluated in RUN/eval (default: all of them, baseline = "base" when present)."""
     run = RunDir.of(run_dir)
-    found = {p.stem.removeprefix("predictions_"): p for p in run.eval.glob("predictions_*.jsonl")}
+    found = prediction_files(run.eval)
     chosen = _order(list(models or found))
     missing = [m for m in chosen if m not in found]
     if missing or len(chosen) < 2:
@@ -111,11 +122,11 @@ def compare_run(run_dir: str | Path, models: Sequence[str] | None = None, *, see
             "run `tunewise eval RUN --model base` and `tunewise eval RUN --model tuned` first"
         )
     predictions = {m: read_jsonl(found[m]) for m in chosen}
-    metrics = {m: json.loads((run.eval / f"metrics_{m}.json").read_text(encoding="utf-8"))["metrics"] for m in chosen}
+    metrics = {m: run.read_json(run.eval_metrics(m))["metrics"] for m in chosen}
     result = compare_predictions(predictions, metrics, baseline=chosen[0], seed=seed)
-    split = json.loads((run.eval / f"metrics_{chosen[0]}.json").read_text(encoding="utf-8")).get("split", "test")
+    split = run.read_json(run.eval_metrics(chosen[0])).get("split", "test")
     result["split"] = split
-    atomic_write_json(run.eval / "comparison.json", result)
+    atomic_write_json(run.comparison, result)
     return result
 
 
@@ -123,9 +134,9 @@ def _prediction_files(target: str | Path) -> dict[str, Path]:
     """predictions_*.jsonl files named by ``target``: one file, a folder of them, or a run directory (its eval/)."""
     path = Path(target)
     if path.is_file():
-        return {path.stem.removeprefix("predictions_"): path}
+        return {model_of(path): path}
     folder = path / "eval" if (path / "config.yaml").is_file() else path
-    found = {p.stem.removeprefix("predictions_"): p for p in sorted(folder.glob("predictions_*.jsonl"))}
+    found = prediction_files(folder)
     if not found:
         raise FileNotFoundError(f"no predictions_*.jsonl in {folder}; evaluate a model first (`tunewise eval`)")
     return found
@@ -133,9 +144,9 @@ def _prediction_files(target: str | Path) -> dict[str, Path]:
 
 def _headline(pred_file: Path, records: list[dict[str, Any]], names: list[str]) -> dict[str, float]:
     """The metrics_<model>.json beside ``pred_file`` when present, else the scores recomputed from ``records``."""
-    from tunewise.evaluate.metrics import compute_metrics
+    from tunewise.metrics import compute_metrics
 
-    metrics_file = pred_file.with_name(pred_file.name.replace("predictions_", "metrics_", 1).replace(".jsonl", ".json"))
+    metrics_file = metrics_file_of(pred_file)
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text(encoding="utf-8"))["metrics"]
     from tunewise.evaluate.labels import METRIC

@@ -12,8 +12,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tunewise.evaluate.metrics import classification_report, detect_labels, get_metric, parse_json_prediction
-from tunewise.rundir import atomic_write_json
+from tunewise.metrics import (
+    classification_report,
+    detect_labels,
+    get_metric,
+    parse_json_prediction,
+)
+from tunewise.rundir import atomic_write_json, errors_file
 
 MAIN_METRIC_ORDER = ("accuracy", "exact_match", "label_found", "token_f1", "rougeL", "chrf", "bleu", "json_schema", "json_valid")
 JSON_METRICS = ("json_valid", "json_schema")
@@ -173,7 +178,8 @@ def write_errors(
     """Analyse ``records`` and write EVAL/errors_<model>.json (+ PLOTS/confusion_<model>.png for label tasks)."""
     result = analyze_errors(records, **options)
     if "classification" in result:
-        plot = plot_confusion(result["classification"], Path(plots_dir) / f"confusion_{model}.png", title=f"{model}: confusion matrix")
+        plot = plot_confusion(result["classification"], Path(plots_dir) / f"confusion_{model}.png",  # RUN/plots or --out
+                              title=f"{model}: confusion matrix")
         result["confusion_plot"] = str(plot)
-    atomic_write_json(Path(eval_dir) / f"errors_{model}.json", {"model": model, **result})
+    atomic_write_json(errors_file(eval_dir, model), {"model": model, **result})
     return result

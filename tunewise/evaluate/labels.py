@@ -9,7 +9,7 @@ favoured, and a sum (not a mean per token) is the probability of that whole answ
 
 One forward pass per batch of examples, with no prompt computed twice: a row holds the prompt once, then every label's
 continuation, each attending to the prompt and to itself only (a 4-D mask and restarting position ids, the shared
-prefix of :mod:`tunewise.train.collate`). Logits are computed only at the positions that predict a label token. The
+prefix of :mod:`tunewise.lm.collate`). Logits are computed only at the positions that predict a label token. The
 first example is also scored the plain way (one padded row per label); a model whose attention does not honour the
 mask (custom code, prompt tuning's virtual tokens) gives other numbers and is scored the plain way throughout.
 
@@ -26,9 +26,9 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from tunewise.data.example import Example
-from tunewise.train.collate import model_inputs, shared_prefix_mask
-from tunewise.train.tokenize import IGNORE_INDEX, encode_examples
+from tunewise.example import Example
+from tunewise.lm.chat import IGNORE_INDEX, encode_examples
+from tunewise.lm.collate import model_inputs, shared_prefix_mask
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _padded_rows(batch: list[_Candidates], pad_id: int) -> tuple[dict[str, torch
 
 def _forward(model: Any, inputs: dict[str, torch.Tensor], wanted: list[list[tuple[int, int, int, int]]]) -> list[list[tuple[int, float]]]:
     """Log-probabilities of the wanted targets: per example, ``(label index, log p)`` per scored token."""
-    from tunewise.train.methods import virtual_token_count
+    from tunewise.lm.adapters import virtual_token_count
 
     device = next(model.parameters()).device
     n, width = inputs["input_ids"].shape
@@ -177,7 +177,7 @@ def score_labels(
 
     ``shared``: True = prompt once per row with a 4-D mask, False = one padded row per label, None = shared unless
     the first example scores differently from the plain way (module docstring)."""
-    from tunewise.train.methods import virtual_token_count
+    from tunewise.lm.adapters import virtual_token_count
 
     labels = list(labels)
     if len(labels) < 2:

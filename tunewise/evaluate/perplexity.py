@@ -12,10 +12,10 @@ from typing import Any, Iterable
 
 import torch
 
-from tunewise.data.example import Example
-from tunewise.train.collate import PadCollator
-from tunewise.train.tokenize import LossOn, encode_examples
-from tunewise.train.trainer import sparse_causal_lm_loss
+from tunewise.example import Example
+from tunewise.lm.chat import LossOn, encode_examples
+from tunewise.lm.collate import PadCollator
+from tunewise.lm.loss import sparse_causal_lm_loss
 
 
 @torch.inference_mode()

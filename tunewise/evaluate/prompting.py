@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence
 
-from tunewise.data.example import Example
+from tunewise.example import Example
 
 
 def instruction(task: str, labels: Sequence[str] | None, strict_format: bool, json_answers: bool) -> str | None:

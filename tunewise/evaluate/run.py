@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -10,11 +9,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tunewise.config import Config
-from tunewise.data.example import Example
-from tunewise.evaluate.generate import generate
-from tunewise.models import load_model, load_tokenizer
-from tunewise.models.device import resolve_precision
-from tunewise.rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
+from tunewise.example import Example
+from tunewise.lm.device import resolve_precision
+from tunewise.lm.generate import generate
+from tunewise.lm.loading import classify, load_model, load_source, load_tokenizer
+from tunewise.rundir import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    metrics_file_of,
+    predictions_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +30,9 @@ def load_for_eval(config: Config, which: str, run: RunDir, *, device: str, dtype
     if which == "base":
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
         return load_model(config.model, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code), tokenizer
-    model_dir = run.require("model", hint="train first: `tunewise train RUN`")
-    tokenizer = load_tokenizer(str(model_dir), trust_remote_code=config.trust_remote_code)
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        from tunewise.train.methods import load_base
-
-        # a QLoRA adapter is evaluated on the base quantized exactly as in training
-        base = load_base(config, dtype=dtype, device=device)
-        model = PeftModel.from_pretrained(base, str(model_dir))
-        return (model if getattr(base, "hf_quantizer", None) is not None else model.to(device)), tokenizer
-    return load_model(str(model_dir), dtype=dtype, device=device, trust_remote_code=config.trust_remote_code), tokenizer
+    run.require("model", hint="train first: `tunewise train RUN`")
+    # the one loader (tunewise/lm/loading.py): a QLoRA adapter goes on its base quantized exactly as in training
+    return load_source(classify(run.root), device=device, dtype=dtype)
 
 
 AUTO_PERPLEXITY_TOKENS = 60_000
@@ -80,8 +76,18 @@ def evaluate_examples(
     :data:`AUTO_PERPLEXITY_TOKENS` tokens). ``name`` (e.g. "base few-shot") prefixes the progress of each pass.
     """
     prefix = f"{name}: " if name else ""
-    from tunewise.evaluate.labels import METRIC, constrained_scores, reference_nll, score_labels
-    from tunewise.evaluate.metrics import compute_metrics, detect_labels, per_example_scores, tokenization
+    from tunewise.evaluate.labels import (
+        METRIC,
+        constrained_scores,
+        reference_nll,
+        score_labels,
+    )
+    from tunewise.metrics import (
+        compute_metrics,
+        detect_labels,
+        per_example_scores,
+        tokenization,
+    )
 
     references = [e.reference or "" for e in examples]
     if labels:
@@ -187,18 +193,16 @@ def write_eval(
     from tunewise.evaluate.errors import write_errors
 
     out_dir = Path(out_dir)
-    atomic_write_jsonl(out_dir / f"predictions_{which}.jsonl", records)
-    atomic_write_json(out_dir / f"metrics_{which}.json", result)
+    predictions = predictions_file(out_dir, which)
+    atomic_write_jsonl(predictions, records)
+    atomic_write_json(metrics_file_of(predictions), result)
     length_fn = (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])) if tokenizer is not None else None
     write_errors(records, which, out_dir, plots_dir, labels=result.get("labels"), length_fn=length_fn, length_unit="tokens")
 
 
 def run_labels(run: RunDir) -> list[str] | None:
     """The labels of a run's classification task, from its data report (None for a generation task)."""
-    report_file = run.data / "data_report.json"
-    if not report_file.is_file():
-        return None
-    task = json.loads(report_file.read_text(encoding="utf-8")).get("task") or {}
+    task = (run.read_json(run.data_report) or {}).get("task") or {}
     return task.get("labels") if task.get("type") == "classification" else None
 
 
@@ -215,13 +219,12 @@ def evaluate_run(
     For the base model also the few-shot baseline (``eval.few_shot`` shots from the training split, chosen once with
     ``data.seed``) on the same rows: RUN/eval/*_base_few_shot.*, and its metrics under ``few_shot`` in the result."""
     run = RunDir.of(run_dir)
-    data_file = run.require("data", f"{split}.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`")
-    examples = [Example.from_record(r) for r in read_jsonl(data_file)]
+    examples = [Example.from_record(r) for r in run.read_split(split)]
     examples = [e for e in examples if e.reference is not None]
     if config.eval.max_examples:
         examples = examples[: config.eval.max_examples]
     if not examples:
-        raise ValueError(f"{data_file} has no example with an assistant answer to evaluate against")
+        raise ValueError(f"{run.split(split)} has no example with an assistant answer to evaluate against")
 
     labels = run_labels(run)
     precision = resolve_precision(config.training.bf16, config.training.fp16)

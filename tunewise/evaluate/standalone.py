@@ -3,73 +3,16 @@ an adapter folder (its base from ``base_model_name_or_path``) or a run directory
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tunewise.data.example import Example
 from tunewise.evaluate.run import evaluate_examples, write_eval
-from tunewise.models import load_model, load_tokenizer
-from tunewise.models.device import resolve_precision
+from tunewise.example import Example
+from tunewise.lm.device import resolve_precision
+from tunewise.lm.loading import classify, load_source
+from tunewise.rundir import RunDir
 
 DEFAULT_METRICS = ("exact_match", "accuracy", "token_f1")
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """What to load: ``path`` (weights), ``base`` (an adapter's base model, else None), ``name`` (for file names)."""
-
-    path: str
-    base: str | None
-    name: str
-    run_dir: Path | None = None
-
-
-def resolve_source(model: str | Path) -> ModelSource:
-    """Classify ``model``: run directory, adapter folder, full model folder, or a hub id / built-in name."""
-    path = Path(model).expanduser()
-    if (path / "config.yaml").is_file():  # a run directory
-        from tunewise.pipeline import config_of_run
-
-        config, run = config_of_run(path)
-        if not run.model.is_dir():
-            raise FileNotFoundError(f"{path} is a run directory without a trained model ({run.model}); train it first: `tunewise train {path}`")
-        inner = resolve_source(run.model)
-        base = config.model if inner.base is not None else None
-        return ModelSource(str(run.model), base, path.name, run.root)
-    if (path / "adapter_config.json").is_file():
-        adapter = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-        base = adapter.get("base_model_name_or_path")
-        if not base:
-            raise ValueError(f"{path / 'adapter_config.json'} names no base_model_name_or_path; set it to the base model's folder or hub id")
-        return ModelSource(str(path), base, path.name)
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a model folder (no config.json), an adapter folder (no adapter_config.json) or a run "
-            "directory (no config.yaml)"
-        )
-    return ModelSource(str(path) if path.is_dir() else str(model), None, path.name or str(model).replace("/", "_"))
-
-
-def load_source(source: ModelSource, *, device: str, dtype: Any, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """(model, tokenizer) for ``source``; an adapter is applied to its base model."""
-    tokenizer_from = source.path
-    if source.base is not None and not (Path(source.path) / "tokenizer_config.json").is_file():
-        tokenizer_from = source.base
-    tokenizer = load_tokenizer(tokenizer_from, trust_remote_code=trust_remote_code)
-    if source.base is None:
-        return load_model(source.path, dtype=dtype, device=device, trust_remote_code=trust_remote_code), tokenizer
-    from peft import PeftModel
-
-    try:
-        base = load_model(source.base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    except (OSError, FileNotFoundError) as err:
-        raise FileNotFoundError(
-            f"cannot load the adapter's base model {source.base!r} ({err}); fix base_model_name_or_path in "
-            f"{Path(source.path) / 'adapter_config.json'}"
-        ) from err
-    return PeftModel.from_pretrained(base, source.path).to(device), tokenizer
 
 
 def read_examples(data: str | Path, max_examples: int | None = None) -> list[Example]:
@@ -112,14 +55,14 @@ def evaluate_model(
     For a run directory, ``data`` defaults to RUN/data/test.jsonl, ``out`` to RUN/eval and the eval settings to its
     config's; otherwise ``out`` defaults to ./eval and ``name`` to the model folder's name.
     """
-    source = resolve_source(model)
+    source = classify(model)
     eval_cfg = None
     if source.run_dir is not None:
-        from tunewise.pipeline import config_of_run
+        from tunewise.runs import config_of_run
 
         config, _ = config_of_run(source.run_dir)
         eval_cfg, trust_remote_code = config.eval, trust_remote_code or config.trust_remote_code
-        data = data or source.run_dir / "data" / "test.jsonl"
+        data = data or RunDir.of(source.run_dir).split("test")
         out = out or source.run_dir / "eval"
     if data is None:
         raise ValueError("pass the test file with --data (only a run directory has a default, RUN/data/test.jsonl)")

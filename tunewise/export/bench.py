@@ -34,10 +34,10 @@ from tunewise.export.common import (
     quiet_quantization_warnings,
     sample_examples,
 )
-from tunewise.models import load_model, load_tokenizer
-from tunewise.models.device import describe_device
+from tunewise.lm.chat import render_prompt
+from tunewise.lm.device import describe_device
+from tunewise.lm.loading import load_model, load_tokenizer
 from tunewise.rundir import RunDir, atomic_write_json
-from tunewise.train.tokenize import render_prompt
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def _bench(
         log.info("bench %s", name)
         report["variants"][name] = bench_variant(loader, messages, batch_sizes=batch_sizes, new_tokens=new_tokens,
                                                  rounds=rounds, device=device)
-    atomic_write_json(run.root / "bench" / "bench.json", report)
+    atomic_write_json(run.bench_report, report)
     if plot:
         from tunewise.export.bench_plots import plot_bench
 

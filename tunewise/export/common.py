@@ -9,21 +9,21 @@ from typing import Any
 
 import torch
 
-from tunewise.data.example import Example
-from tunewise.rundir import RunDir, read_jsonl
+from tunewise.example import Example
+from tunewise.rundir import RunDir
 
 MERGED = "merged"
 
 
 def export_root(run: RunDir) -> Path:
     """RUN/export: merged/ and quantized folders, merge.json and quantize.json."""
-    return run.root / "export"
+    return run.export
 
 
 def sample_examples(run: RunDir, n: int | None, split: str = "test") -> list[Example]:
     """The first ``n`` examples with a reference answer from RUN/data/<split>.jsonl (all when ``n`` is None)."""
-    path = run.require("data", f"{split}.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`")
-    examples = [e for e in (Example.from_record(r) for r in read_jsonl(path)) if e.reference is not None]
+    path = run.split(split)
+    examples = [e for e in (Example.from_record(r) for r in run.read_split(split)) if e.reference is not None]
     if not examples:
         raise ValueError(f"{path} has no example with an assistant answer to check the export on")
     return examples[:n] if n else examples
@@ -88,7 +88,7 @@ def load_exported(path: str | Path, *, device: str = "cpu", trust_remote_code: b
     Quantized exports carry their ``quantization_config`` in config.json; loading them needs the library that made
     them (torchao or bitsandbytes: ``pip install 'tunewise[quant]'``).
     """
-    from tunewise.models import load_model
+    from tunewise.lm.loading import load_model
 
     problem = export_problem(path)
     if problem:
@@ -117,7 +117,7 @@ QUANTIZED_NAMES = ("int8", "bnb-8bit", "bnb-4bit")  # the folders of tunewise/ex
 
 def set_generation_ids(model: Any, tokenizer: Any) -> None:
     """Make the saved generation config stop at the end-of-turn token and pad with the tokenizer's pad id."""
-    from tunewise.evaluate.generate import stop_token_ids
+    from tunewise.lm.generate import stop_token_ids
 
     generation_config = model.generation_config
     generation_config.eos_token_id = stop_token_ids(tokenizer, model)

@@ -17,13 +17,19 @@ from typing import Any
 import torch
 
 from tunewise.config import Config
-from tunewise.data.example import Example
-from tunewise.evaluate.generate import generate
-from tunewise.export.common import MERGED, export_root, folder_size, sample_examples, set_generation_ids
-from tunewise.models import load_model, load_tokenizer
+from tunewise.example import Example
+from tunewise.export.common import (
+    MERGED,
+    export_root,
+    folder_size,
+    sample_examples,
+    set_generation_ids,
+)
+from tunewise.lm.chat import encode_examples
+from tunewise.lm.collate import PadCollator
+from tunewise.lm.generate import generate
+from tunewise.lm.loading import load_model, load_tokenizer
 from tunewise.rundir import RunDir, atomic_dir, atomic_write_json
-from tunewise.train.collate import PadCollator
-from tunewise.train.tokenize import encode_examples
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +166,12 @@ def merge_run(
         report["size_bytes"] = folder_size(tmp)
         report["seconds"] = round(time.time() - started, 2)
         if not report["verified"]:
-            atomic_write_json(export_root(run) / "merge.json", report)
+            atomic_write_json(run.merge_report, report)
             raise MergeVerificationError(
                 f"the merged model does not reproduce the adapter: max |logit diff| {check['max_abs_logit_diff']:.3g} "
                 f"(allowed {atol:g}), greedy answers identical on {check['greedy_identical']}/{len(examples)}; nothing "
-                f"was saved. Details in {export_root(run) / 'merge.json'}; try merging in float32 (`--dtype float32`)"
+                f"was saved. Details in {run.merge_report}; try merging in float32 (`--dtype float32`)"
             )
-    atomic_write_json(export_root(run) / "merge.json", report)
+    atomic_write_json(run.merge_report, report)
     log.debug("merged %s into %s: max |logit diff| %.3g", peft_type, target, report["max_abs_logit_diff"])
     return report

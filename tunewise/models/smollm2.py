@@ -66,7 +66,12 @@ def _complete(target: Path) -> bool:
 
 def _convert(target: Path) -> None:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlamaForCausalLM,
+    )
 
     source = gguf_path()
     log.info("converting %s into %s (once)", source.name, target)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tunewise.monitor.record import ACTIVE, process_alive, read_record
+from tunewise.record import ACTIVE, process_alive, read_record
 
 
 class MetricsTail:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.monitor.metrics import number
+from tunewise.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def build_sinks(config: Any, run_root: Path, *, mlflow_run_id: str | None = None
     sinks: list[Any] = []
     report_to = config.monitor.report_to
     if "tensorboard" in report_to:
-        sinks.append(TensorBoardSink(run_root / "tensorboard"))
+        sinks.append(TensorBoardSink(RunDir.of(run_root).tensorboard))
     if "mlflow" in report_to:
         uri = config.monitor.mlflow_tracking_uri or default_tracking_uri(config.output_dir)
         sinks.append(MLflowSink(uri, config.monitor.mlflow_experiment, config.name,

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tunewise.monitor.record import ACTIVE, mark_interrupted, writer_alive
+from tunewise.record import ACTIVE, mark_interrupted, writer_alive
+from tunewise.rundir import RunDir
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -26,17 +27,17 @@ def _config(run: Path) -> dict[str, Any]:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "run.json").is_file() or (path / "config.yaml").is_file())
+    return path.is_dir() and (RunDir.of(path).record.is_file() or RunDir.of(path).config.is_file())
 
 
 def run_row(run: Path) -> dict[str, Any]:
     """The listing row of one run directory, from run.json, summary.json and eval/comparison.json."""
-    record, summary = mark_interrupted(run), _json(run / "summary.json")  # a killed writer: now "interrupted"
+    record, summary = mark_interrupted(run), _json(RunDir.of(run).summary)  # a killed writer: now "interrupted"
     config = _config(run) if not record.get("method") else {}
     status = record.get("status") or ("succeeded" if (run / "model").is_dir() else "unknown")
     if status in ACTIVE and writer_alive(run, record) is None:
         status = f"{status}?"  # written from another host: can't tell whether it still runs
-    comparison = _json(run / "eval" / "comparison.json")
+    comparison = _json(RunDir.of(run).comparison)
     main = comparison.get("main_metric")
     entry = (comparison.get("metrics") or {}).get(main) if main else None
     values = (entry or {}).get("values") or {}

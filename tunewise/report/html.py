@@ -13,7 +13,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from tunewise import __version__
 from tunewise.data.stats import describe_loading
 from tunewise.rundir import RunDir, atomic_write_text, read_jsonl
-
+from tunewise.rundir import prediction_files as predictions_in
 
 PLOT_ORDER = ["loss", "lr", "grad_norm", "throughput", "memory", "data_token_lengths"]
 
@@ -109,7 +109,7 @@ def _baselines_view(comparison: dict[str, Any], run: RunDir) -> dict[str, Any] |
 
 def _monitor_view(run: RunDir) -> dict[str, Any] | None:
     """monitor: the run's status (run.json), best eval loss and step, warnings and early stop (summary.json)."""
-    summary, record = _load_json(run.summary), _load_json(run.root / "run.json")
+    summary, record = _load_json(run.summary), _load_json(run.record)
     if not summary and not record:
         return None
     summary, record = summary or {}, record or {}
@@ -124,7 +124,7 @@ def _monitor_view(run: RunDir) -> dict[str, Any] | None:
 
 
 def _perfect(metric: str) -> float:
-    from tunewise.evaluate.metrics import get_metric
+    from tunewise.metrics import get_metric
 
     return get_metric(metric).scale - 1e-9
 
@@ -171,11 +171,11 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
     import yaml
 
     config = yaml.safe_load(config_text) if config_text else {}
-    train = _load_json(run.root / "train_summary.json")
-    comparison = _load_json(run.eval / "comparison.json")
-    data_report = _load_json(run.data / "data_report.json")
+    train = _load_json(run.train_summary)
+    comparison = _load_json(run.comparison)
+    data_report = _load_json(run.data_report)
     models = (comparison or {}).get("models") or []
-    scored = _load_json(run.eval / f"metrics_{models[0]}.json") if models else None  # same references for every model
+    scored = _load_json(run.eval_metrics(models[0])) if models else None  # same references for every model
 
     cards = []
     if comparison:
@@ -196,7 +196,7 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
 
     example_rows: list[dict[str, Any]] = []
     example_models: list[str] = []
-    prediction_files = {p.stem.removeprefix("predictions_"): p for p in sorted(run.eval.glob("predictions_*.jsonl"))}
+    prediction_files = predictions_in(run.eval)
     order = [m for m in (comparison or {}).get("models", []) if m in prediction_files] or sorted(prediction_files)
     if order and examples:
         per_model = {m: read_jsonl(prediction_files[m])[:examples] for m in order}

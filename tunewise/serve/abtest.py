@@ -102,7 +102,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Per-variant latency / quality with intervals, and each variant against ``control`` (default: ``base`` if
     served, else the first variant in name order)."""
-    from tunewise.evaluate.metrics import per_example_scores
+    from tunewise.metrics import per_example_scores
 
     variants, feedback, errors = read_logs(path)
     if not variants:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tunewise.lm.chat import render_prompt
 from tunewise.serve.engine import Generation, GenerationParams
 from tunewise.serve.logs import ERRORS, FEEDBACK, RequestLog
 from tunewise.serve.protocol import (
@@ -31,7 +32,6 @@ from tunewise.serve.protocol import (
 )
 from tunewise.serve.split import TrafficSplit
 from tunewise.serve.variants import Variant
-from tunewise.train.tokenize import render_prompt
 
 log = logging.getLogger(__name__)
 

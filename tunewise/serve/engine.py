@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from tunewise.evaluate.generate import stop_token_ids
+from tunewise.lm.generate import stop_token_ids
 from tunewise.serve.variants import Variant
 
 _END = object()

@@ -62,24 +62,6 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _describe(target: Path) -> tuple[str, str | None, Path, bool]:
-    """(variant name, base model of an adapter run or None, model folder, trust_remote_code) for a CLI argument."""
-    if (target / "config.yaml").is_file():
-        from tunewise.pipeline import config_of_run
-
-        config, run = config_of_run(target)
-        model_dir = run.require("model", hint="train first: `tunewise train RUN`")
-        base = config.model if (model_dir / "adapter_config.json").is_file() else None
-        return target.name, base, model_dir, config.trust_remote_code
-    if (target / "config.json").is_file():
-        name = f"{target.parent.parent.name}-{target.name}" if target.parent.name == "export" else target.name
-        return name, None, target, False
-    raise FileNotFoundError(
-        f"{target} is neither a run directory (config.yaml) nor a model folder (config.json); pass RUN or a folder "
-        "such as RUN/export/merged"
-    )
-
-
 class PickleRefused(ValueError):
     """An adapter folder has only a pickle checkpoint and the user did not opt in to loading it."""
 
@@ -113,38 +95,46 @@ def load_variants(
     from peft import PeftModel
 
     from tunewise.export.common import load_exported
-    from tunewise.models import load_model, load_tokenizer, resolve_model
+    from tunewise.lm.loading import base_key, classify, load_adapter_base, load_tokenizer, resolve_model
 
     if not targets:
         raise ValueError("give at least one run directory or model folder to serve")
     taken: set[str] = {"ab"}
     variants: dict[str, Variant] = {}
-    # adapters share a base only with runs that agree on trust_remote_code: one run can't turn it on for another
-    groups: dict[tuple[str, bool], list[tuple[str, Path]]] = {}
+    # adapters share a base only with runs that load it the same way (tunewise/lm/loading.py: base_key): the same
+    # quantization (a QLoRA adapter is served on its 4-bit base, as trained) and trust_remote_code (one run can't turn
+    # it on for another)
+    groups: dict[tuple[Any, ...], list[Any]] = {}
     for target in targets:
-        name, base, model_dir, trc = _describe(Path(target))
-        if base is None:
-            name = _unique(name, taken)
-            variants[name] = Variant(name, load_exported(model_dir, device=device, trust_remote_code=trc),
-                                     load_tokenizer(str(model_dir), trust_remote_code=trc), str(model_dir))
+        source = classify(target)
+        if source.kind == "name":
+            raise FileNotFoundError(f"{target} is neither a run directory (config.yaml) nor a model folder "
+                                    "(config.json); pass RUN or a folder such as RUN/export/merged")
+        trc = source.trust_remote_code
+        if not source.is_adapter:
+            name = _unique(source.name, taken)
+            variants[name] = Variant(name, load_exported(source.path, device=device, trust_remote_code=trc),
+                                     load_tokenizer(source.path, trust_remote_code=trc), source.path)
         else:
-            check_adapter_files(model_dir, allow_pickle=allow_pickle)
-            groups.setdefault((base, trc), []).append((name, model_dir))
-    for (base, trc), runs in groups.items():
-        model: Any = load_model(base, dtype=dtype, device=device, trust_remote_code=trc).eval()
+            check_adapter_files(Path(source.path), allow_pickle=allow_pickle)
+            groups.setdefault(base_key(source), []).append(source)
+    for sources in groups.values():
+        first = sources[0]
+        trc = first.trust_remote_code
+        model: Any = load_adapter_base(first, dtype=dtype, device=device, trust_remote_code=trc).eval()
         lock = threading.Lock()
         if include_base:
             name = _unique("base", taken)
-            variants[name] = Variant(name, model, load_tokenizer(base, trust_remote_code=trc), resolve_model(base),
-                                     lock=lock)
-        for run_name, model_dir in runs:
-            name = _unique(run_name, taken)
+            variants[name] = Variant(name, model, load_tokenizer(str(first.base), trust_remote_code=trc),
+                                     resolve_model(str(first.base)), lock=lock)
+        for source in sources:
+            name = _unique(source.name, taken)
             if not isinstance(model, PeftModel):
-                model = PeftModel.from_pretrained(model, str(model_dir), adapter_name=name).eval()
+                model = PeftModel.from_pretrained(model, source.path, adapter_name=name).eval()
             else:
-                model.load_adapter(str(model_dir), adapter_name=name)
-            variants[name] = Variant(name, model, load_tokenizer(str(model_dir), trust_remote_code=trc),
-                                     str(model_dir), adapter=name, lock=lock)
+                model.load_adapter(source.path, adapter_name=name)
+            variants[name] = Variant(name, model, load_tokenizer(source.path, trust_remote_code=trc),
+                                     source.path, adapter=name, lock=lock)
         for v in variants.values():  # the base variant was created before the PeftModel wrapped its model
             if v.lock is lock:
                 v.model = model

@@ -22,7 +22,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from tunewise.data.example import Example
+from tunewise.example import Example
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +72,15 @@ def load_trainable(model: torch.nn.Module, folder: Path) -> None:
 
 
 class GenerationMetric:
-    """Answers ``examples`` greedily and scores them with ``metric`` (a name of tunewise.evaluate.metrics)."""
+    """Answers ``examples`` greedily and scores them with ``metric`` (a name of tunewise.metrics)."""
 
     def __init__(self, tokenizer: Any, examples: Sequence[Example], metric: str, *, max_new_tokens: int, batch_size: int):
         self.tokenizer, self.examples, self.metric = tokenizer, list(examples), metric
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def __call__(self, model: Any) -> float:
-        from tunewise.evaluate.generate import generate
-        from tunewise.evaluate.metrics import compute_metrics
+        from tunewise.lm.generate import generate
+        from tunewise.metrics import compute_metrics
 
         was_training = model.training
         try:

@@ -152,8 +152,8 @@ def run_of(target: str | Path, overrides: Sequence[str] = ()) -> tuple[Any, Any]
     """(config, RunDir) of a run directory or config file, writing nothing: on a node other than node 0 the run
     directory is written by rank 0 (tunewise.pipeline.config_of_run would write config.yaml and run.json)."""
     from tunewise.config import load_config
-    from tunewise.pipeline import config_of_run
     from tunewise.rundir import RunDir
+    from tunewise.runs import config_of_run
 
     if Path(target).is_dir():
         return config_of_run(target, list(overrides))  # reads RUN/config.yaml, writes nothing

@@ -29,12 +29,17 @@ from transformers.trainer_callback import ExportableState
 
 from tunewise.config import Config
 from tunewise.monitor.metrics import cut_metrics
-from tunewise.monitor.record import sha256_file
-from tunewise.rundir import RunDir, atomic_write_json, checkpoint_step, complete_checkpoint, is_main_process
+from tunewise.record import sha256_file
+from tunewise.rundir import (
+    RunDir,
+    atomic_write_json,
+    checkpoint_step,
+    complete_checkpoint,
+    is_main_process,
+)
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT = "fingerprint.json"
 # settings that do not change what is computed: changing them between an interrupted run and its resume is fine
 _FREE_TRAINING_KEYS = ("logging_steps", "save_steps", "save_total_limit")
 
@@ -54,7 +59,7 @@ def fingerprint(config: Config, run: RunDir) -> dict[str, Any]:
     settings = json.dumps(training_settings(config), sort_keys=True)
     return {
         "config_sha256": hashlib.sha256(settings.encode("utf-8")).hexdigest(),
-        "data_sha256": {name: sha256_file(run.data / name) for name in ("train.jsonl", "val.jsonl") if (run.data / name).is_file()},
+        "data_sha256": {path.name: sha256_file(path) for path in (run.split("train"), run.split("val")) if path.is_file()},
         "settings": training_settings(config),
     }
 
@@ -62,7 +67,7 @@ def fingerprint(config: Config, run: RunDir) -> dict[str, Any]:
 def write_fingerprint(config: Config, run: RunDir) -> None:
     if is_main_process():
         run.checkpoints.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.checkpoints / FINGERPRINT, fingerprint(config, run))
+        atomic_write_json(run.fingerprint, fingerprint(config, run))
 
 
 def _changed_settings(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -74,10 +79,10 @@ def _changed_settings(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def check_resume(config: Config, run: RunDir) -> None:
     """Raise :class:`ResumeMismatchError` when the config or the prepared data differ from the checkpoints' ones."""
-    path: Path = run.checkpoints / FINGERPRINT
+    path: Path = run.fingerprint
     if not path.is_file():
         log.warning("%s has no %s (written by an older tunewise): cannot check that config and data are unchanged",
-                    run.checkpoints, FINGERPRINT)
+                    run.checkpoints, run.fingerprint.name)
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
     now = fingerprint(config, run)

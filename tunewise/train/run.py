@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gc
-from contextlib import nullcontext
 import hashlib
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,23 +15,38 @@ from typing import Any, Sequence
 import torch
 
 from tunewise.config import Config, ConfigError
-from tunewise.data.example import Example
-from tunewise.models import load_tokenizer
-from tunewise.models.device import resolve_precision
+from tunewise.example import Example
+from tunewise.lm.adapters import count_parameters, get_method
+from tunewise.lm.chat import Encoded, encode_examples
+from tunewise.lm.collate import PadCollator, pack_collator, packing_problem
+from tunewise.lm.loading import load_for_training, load_tokenizer
+from tunewise.objectives import Objective, get_objective
+from tunewise.objectives.base import Reference
 from tunewise.monitor.memory import memory_snapshot
-from tunewise.monitor.record import tracked
 from tunewise.monitor.session import MonitorSession
-from tunewise.preflight import check_config
-from tunewise.rundir import RunDir, atomic_dir, atomic_write_json, is_main_process, last_checkpoint, read_jsonl
+from tunewise.record import tracked
+from tunewise.rundir import (
+    RunDir,
+    atomic_dir,
+    atomic_write_json,
+    is_main_process,
+    last_checkpoint,
+    read_jsonl,
+)
 from tunewise.runlock import writing_run
 from tunewise.train.best import BestModel, GenerationMetric
-from tunewise.train.collate import PadCollator, pack_collator, packing_problem
-from tunewise.train.methods import count_parameters, get_method, load_base
 from tunewise.train.distributed import check_same_inputs
-from tunewise.train.resume import (ResumeState, check_resume, remove_checkpoints, remove_incomplete_checkpoints,
-                                   restore_checkpoint_state, saved_callback_state, write_fingerprint)
+from tunewise.train.preflight import check_config
+from tunewise.train.resume import (
+    ResumeState,
+    check_resume,
+    remove_checkpoints,
+    remove_incomplete_checkpoints,
+    restore_checkpoint_state,
+    saved_callback_state,
+    write_fingerprint,
+)
 from tunewise.train.sharding import check_engine, engine_arguments, full_state_dict
-from tunewise.train.tokenize import Encoded, encode_examples
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +55,20 @@ def load_examples(path: Path) -> list[Example]:
     return [Example.from_record(r) for r in read_jsonl(path)] if path.is_file() else []
 
 
-def to_dataset(encoded: list[Encoded]) -> Any:
+def to_dataset(encoded: list[Any]) -> Any:
+    """A datasets.Dataset of encoded examples (SFT) or of an objective's features (dicts)."""
     from datasets import Dataset
 
+    if encoded and isinstance(encoded[0], dict):
+        return Dataset.from_list(encoded)
     return Dataset.from_dict({"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]})
+
+
+def _row(encoded: Any) -> dict[str, Any]:
+    """input_ids and labels of an encoded example or of an objective's features (its chosen / first row)."""
+    if isinstance(encoded, dict):
+        return {"input_ids": encoded["input_ids"], "labels": encoded["labels"]}
+    return {"input_ids": encoded.input_ids, "labels": encoded.labels}
 
 
 def _checkpointing_arg() -> str:
@@ -127,7 +152,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     from transformers import set_seed
 
     run = RunDir.of(run_dir)
-    train_file = run.require("data", "train.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`")
+    train_file = run.require("data", run.split("train").name, hint="prepare the data first: `tunewise data prepare CONFIG`")
     check_engine(config)  # DeepSpeed missing, its file missing: one line before anything slow
     method = get_method(config.method)
     checkpoint = last_checkpoint(run.checkpoints) if resume else None
@@ -146,11 +171,21 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     max_tokens = config.data.max_tokens
     train_examples = load_examples(train_file)
-    val_examples = load_examples(run.data / "val.jsonl")
-    train_encoded = encode_examples(train_examples, tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
-    train_encoded = [e for e in train_encoded if e.n_trained > 0]
-    val_encoded = encode_examples(val_examples, tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
-    val_encoded = [e for e in val_encoded if e.n_trained > 0]
+    val_examples = load_examples(run.split("val"))
+    objective = get_objective(config.objective).configure(config)
+    if objective.data == "sft":
+        train_encoded: list[Any] = encode_examples(train_examples, tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
+        train_encoded = [e for e in train_encoded if e.n_trained > 0]
+        val_encoded: list[Any] = encode_examples(val_examples, tokenizer, loss_on=config.training.loss_on, max_tokens=max_tokens)
+        val_encoded = [e for e in val_encoded if e.n_trained > 0]
+    else:  # preference data: features of the objective's own (tunewise/objectives/)
+        train_encoded = objective.encode(train_examples, tokenizer, config)
+        val_encoded = objective.encode(val_examples, tokenizer, config)
+    if not train_encoded and objective.data != "sft":
+        wanted = {"pairs": "preference pairs (prompt, chosen, rejected)",
+                  "unpaired": "answers marked desirable or not (prompt, completion, label: true|false)"}[objective.data]
+        raise ConfigError(f"{train_file} has no {wanted} that fit data.max_tokens, which objective {objective.name} "
+                          "trains on; see docs/objectives.md for the data formats")
     if not train_encoded:
         raise ConfigError(f"{train_file} has no example with a trained token; check the data and training.loss_on "
                           f"(now {config.training.loss_on!r})")
@@ -171,7 +206,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
                 log.warning("training from the start: removed the previous training's %s", ", ".join(stale))
         write_fingerprint(config, run)
     setup = build_trainer(config, run, method.name, model, tokenizer, args, train_encoded, val_encoded, val_examples,
-                          callbacks=callbacks, resume=resume)
+                          callbacks=callbacks, resume=resume, objective=objective)
     trainer, session, best, packing = setup.trainer, setup.session, setup.best, setup.packing
     if checkpoint is not None:
         restored_state = restore_checkpoint_state(checkpoint, run, trainer)
@@ -206,6 +241,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     summary = {
         "method": method.name,
+        "objective": objective.name,
         "model": config.model,
         "trainable_parameters": trainable,
         "total_parameters": total,
@@ -240,19 +276,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         own = {"own_trained_tokens": trainer.trained_tokens, "own_input_tokens": trainer.input_tokens}
         atomic_write_json(run.root / "ranks" / f"rank-{trainer.args.process_index}.json", {**summary, **own})
     if trainer.is_world_process_zero():
-        atomic_write_json(run.root / "train_summary.json", summary)
+        atomic_write_json(run.train_summary, summary)
     return summary
-
-
-def load_for_training(config: Config, method: Any) -> tuple[Any, Any, torch.dtype]:
-    """The base model on its device, prepared for ``method`` (adapters added, base frozen, k-bit prepared); returns
-    (model, precision, dtype). LoRA-style methods keep the frozen base in the half-precision dtype on GPU; full
-    fine-tuning keeps fp32 master weights and trains under autocast."""
-    precision = resolve_precision(config.training.bf16, config.training.fp16)
-    dtype = precision.dtype if method.saves_adapter else torch.float32
-    model = load_base(config, dtype=dtype, device=precision.device)
-    model.config.use_cache = False
-    return method.prepare(model, config), precision, dtype
 
 
 @dataclass
@@ -267,11 +292,13 @@ class TrainerSetup:
 
 
 def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenizer: Any, args: Any,
-                  train: list[Encoded], val: list[Encoded], val_examples: Sequence[Example], *,
-                  callbacks: Sequence[Any] = (), resume: bool = False) -> TrainerSetup:
+                  train: list[Any], val: list[Any], val_examples: Sequence[Example], *,
+                  callbacks: Sequence[Any] = (), resume: bool = False, objective: Objective | None = None) -> TrainerSetup:
     """The TunewiseTrainer of a run: the collator (packing when the model honours it), best-model tracking and early
     stopping, the monitor (metrics.jsonl + sinks, guards, live view, Ctrl-C: tunewise/monitor/session.py) and, for
     a best-model metric other than eval_loss, its generation on ``val_examples``. ``callbacks`` come first.
+    ``objective`` (default SFT) says how ``train``/``val`` (its features) are collated and what the loss is; one
+    that needs a reference gets it here, before the first step (tunewise/objectives/base.py: Reference).
     Training runs and the estimator's calibration (tunewise/decide/calibrate.py) both build their Trainer here."""
     from tunewise.train.trainer import TunewiseTrainer
 
@@ -279,8 +306,14 @@ def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenize
     session.adjust_arguments(args)
     best = best_model_tracker(config, run, has_eval=bool(val))
     resume_state = ResumeState(run.metrics)
-    collator, packing = choose_collator(config, method, model, tokenizer, train)
-    quantized_check = guard_quantized_training(model, collator, train, session) if get_method(method).quantized else None
+    sft = objective is None or objective.data == "sft"
+    if sft:
+        collator, packing = choose_collator(config, method, model, tokenizer, train)
+    else:  # preference rows are scored whole, one answer per row: not packed
+        collator, packing = objective.collator(tokenizer.pad_token_id), False
+    probe_collator = collator if sft else PadCollator(tokenizer.pad_token_id)  # the check scores answers as SFT does
+    quantized_check = guard_quantized_training(model, probe_collator, train, session) if get_method(method).quantized else None
+    reference = Reference(model) if objective is not None and objective.needs_reference else None
     trainer = TunewiseTrainer(
         model=model,
         args=args,
@@ -292,6 +325,8 @@ def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenize
         callbacks=[*callbacks, *([best] if best else []), *session.callbacks, resume_state],
     )
     resume_state.trainer = trainer
+    if not sft:
+        trainer.objective, trainer.reference = objective, reference
     if best is not None and best.metric != "eval_loss":
         trainer.generation_metric = GenerationMetric(
             tokenizer, [e for e in val_examples if e.reference][: config.training.eval_generation_examples],
@@ -302,12 +337,12 @@ def build_trainer(config: Config, run: RunDir, method: str, model: Any, tokenize
     return TrainerSetup(trainer, session, best, packing, quantized_check)
 
 
-def guard_quantized_training(model: Any, collator: Any, train: list[Encoded], session: MonitorSession) -> dict[str, Any]:
+def guard_quantized_training(model: Any, collator: Any, train: list[Any], session: MonitorSession) -> dict[str, Any]:
     """Check on one real batch that the quantized base trains correctly (raises QuantizedTrainingError with what to
     do when not), and let the guards re-check whenever a library warns of incorrect results during training."""
     from tunewise.train.verify_quantized import probe_batch, verify_quantized_training
 
-    batch = probe_batch(collator, [{"input_ids": e.input_ids, "labels": e.labels} for e in train[:64]])
+    batch = probe_batch(collator, [_row(e) for e in train[:64]])
     check = verify_quantized_training(model, batch)
     session.guards.verify = lambda: verify_quantized_training(model, batch)
     return check.to_dict()

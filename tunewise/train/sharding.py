@@ -126,7 +126,7 @@ def check_engine(config: Config) -> None:
     if importlib.util.find_spec("deepspeed") is None:
         raise EngineUnavailable(f"{field} needs DeepSpeed, which is not installed: {DEEPSPEED_EXTRA} (on the GPU "
                                 "machines; or use training.sharding: fsdp, which needs nothing extra)")
-    from tunewise.models.device import resolve_precision
+    from tunewise.lm.device import resolve_precision
 
     if resolve_precision(t.bf16, t.fp16).device == "cpu":
         raise EngineUnavailable(f"{field}: DeepSpeed ZeRO needs GPUs (transformers does not use DeepSpeed for CPU "

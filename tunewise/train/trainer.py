@@ -1,8 +1,6 @@
 """The transformers Trainer with two changes: logits only where the loss needs them, and richer logs.
 
-* The vocabulary projection is computed only at positions that predict a trained token (``logits_to_keep`` with a
-  boolean mask, transformers >= 5). With a 49k vocabulary and answers that are a few tokens long this is most of the
-  forward/backward cost of the head; measured 17-40% faster steps on SmolLM2 (FIELD-NOTES).
+* The vocabulary projection is computed only at positions that predict a trained token (tunewise/lm/loss.py).
 * The loss is the sum over trained tokens divided by the number of trained tokens in the *whole accumulated batch*
   (``num_items_in_batch``), so gradient accumulation gives the same loss and gradients as one big batch.
 * Every log record gets trained tokens, tokens/s and memory, for metrics.jsonl.
@@ -16,42 +14,11 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from tunewise.lm.loss import sparse_causal_lm_loss
 from tunewise.monitor.memory import memory_snapshot
-from tunewise.train.collate import model_inputs
-from tunewise.train.methods import virtual_token_count
-from tunewise.train.tokenize import IGNORE_INDEX
-
-
-def next_token_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask of positions whose next token is trained, the targets at those positions, flattened row-major)."""
-    shifted = torch.full_like(labels, IGNORE_INDEX)
-    shifted[:, :-1] = labels[:, 1:]
-    mask = shifted != IGNORE_INDEX
-    return mask, shifted[mask]
-
-
-def sparse_causal_lm_loss(
-    model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | int | None = None
-) -> tuple[torch.Tensor, int]:
-    """Causal-LM loss with logits computed only at trained positions. Returns (loss, trained tokens in this batch)."""
-    labels = inputs["labels"]
-    mask, targets = next_token_targets(labels)
-    forward = model_inputs(model, inputs)
-    # prompt tuning puts virtual tokens before the input: the mask must cover them too (never kept)
-    virtual = virtual_token_count(model)
-    keep = F.pad(mask, (virtual, 0), value=False) if virtual else mask
-    outputs = model(**forward, logits_to_keep=keep, use_cache=False)
-    logits = outputs.logits
-    if logits.dim() != 2:  # a model that ignores a boolean logits_to_keep: fall back to all positions
-        logits = logits[:, logits.shape[1] - mask.shape[1] :][mask]
-    loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
-    n = int(targets.numel())
-    denominator = num_items_in_batch if num_items_in_batch is not None else max(n, 1)
-    return loss_sum / denominator, n
 
 
 def input_token_count(inputs: dict[str, torch.Tensor]) -> int:
@@ -104,6 +71,10 @@ class TunewiseTrainer(Trainer):
         self._flops_per_token: int | None = None
         # our loss is normalised by num_items_in_batch, so Trainer must not divide by the accumulation steps again
         self.model_accepts_loss_kwargs = True
+        # a preference objective (tunewise/objectives/) and its reference model; None: supervised fine-tuning
+        self.objective: Any = None
+        self.reference: Any = None
+        self._objective_logs: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         sampler = super()._get_train_sampler(train_dataset)
@@ -133,6 +104,8 @@ class TunewiseTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
+        if self.objective is not None:
+            return self._objective_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, n = sparse_causal_lm_loss(model, inputs, num_items_in_batch)
         if model.training:
             self.trained_tokens += n
@@ -146,6 +119,31 @@ class TunewiseTrainer(Trainer):
             # averages the processes' losses): undo the average. Evaluation gets the summed count too (transformers 5)
             loss = loss * self.accelerator.num_processes
         return (loss, {}) if return_outputs else loss
+
+    def _objective_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool,
+                        num_items_in_batch: Any) -> Any:
+        """The objective's loss, a mean over its examples: divided by the accumulation steps here (the Trainer
+        leaves that to tunewise, see ``model_accepts_loss_kwargs``); what it logs is averaged into the next log."""
+        loss, n, logs = self.objective.loss(model, inputs, num_items_in_batch=num_items_in_batch, reference=self.reference)
+        mode = "train" if model.training else "eval"
+        for name, value in logs.items():
+            self._objective_logs[mode].setdefault(name, []).append(value)
+        if model.training:
+            self.trained_tokens += n
+            self.input_tokens += input_token_count(inputs)
+            loss = loss / max(getattr(self, "current_gradient_accumulation_steps", None) or self.args.gradient_accumulation_steps, 1)
+        return (loss, {}) if return_outputs else loss
+
+    def _flush_objective_logs(self, logs: dict[str, float]) -> None:
+        """Add the objective's averaged numbers since the last log (rewards, margins, accuracy...): ``eval_`` ones to
+        an evaluation's log."""
+        mode, prefix = ("eval", "eval_") if "eval_loss" in logs else ("train", "")
+        if "loss" not in logs and mode == "train":
+            return
+        for name, values in self._objective_logs[mode].items():
+            if values:
+                logs[prefix + name] = round(sum(values) / len(values), 6)
+        self._objective_logs[mode] = {}
 
     def token_totals(self) -> tuple[int, int]:
         """(trained, input) tokens of the training so far (interrupted sessions before a resume included), summed over
@@ -172,6 +170,8 @@ class TunewiseTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         now = time.time()
+        if self.objective is not None:
+            self._flush_objective_logs(logs)
         if "loss" in logs:  # a training log (every rank makes it): add throughput since the previous one
             since = self._last_log_time or self._train_start
             dt = max(now - since, 1e-9)

@@ -4,7 +4,7 @@ On one real training batch, the gradients of the adapter's parameters are comput
 base as training will run it (bitsandbytes' kernels), and through the same base with every quantized layer replaced by
 a plain matmul with its dequantized weight. Both passes see the same inputs, the same dropout masks and the same
 quantized weights, so a correct kernel gives the same gradients up to rounding; a kernel that computes the wrong
-thing, or has no backward (bitsandbytes' packed 4-bit CPU kernel: tunewise/models/bnb_cpu.py), gives gradients
+thing, or has no backward (bitsandbytes' packed 4-bit CPU kernel: tunewise/lm/bnb_cpu.py), gives gradients
 that point elsewhere. The thresholds below come from measurements (docs/methods.md, "Verifying quantized training").
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import torch
 
-from tunewise.models.bnb_cpu import is_packed, keep_off_packed_cpu_kernel
+from tunewise.lm.bnb_cpu import is_packed, keep_off_packed_cpu_kernel
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,10 @@ def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
     """A quantized layer's weight as a plain (out_features, in_features) tensor: exactly the values its kernel is
     meant to multiply by (a packed 4-bit layer is read through bitsandbytes' own inverse, on a copy)."""
     import bitsandbytes as bnb
-    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse, dequantize_4bit
+    from bitsandbytes.functional import (
+        _convert_weight_packed_for_cpu_inverse,
+        dequantize_4bit,
+    )
 
     weight = module.weight
     if isinstance(module, bnb.nn.Linear4bit):
@@ -152,7 +155,7 @@ def dequantized(model: torch.nn.Module) -> Iterator[int]:
 def adapter_gradients(model: Any, batch: dict[str, torch.Tensor], *, seed: int = 0) -> dict[str, torch.Tensor]:
     """Gradients of the trainable parameters for one batch, with training's loss, in training mode, with the RNG
     (dropout) seeded; the model's RNG state and any gradients it held are restored."""
-    from tunewise.train.trainer import sparse_causal_lm_loss
+    from tunewise.lm.loss import sparse_causal_lm_loss
 
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     held = [p.grad for _, p in params]
@@ -256,17 +259,17 @@ def check_on_this_machine(config: Any, run_dir: Any) -> dict[str, Any]:
     """Load the base as ``config`` (a qlora config) trains it and run the check on a batch of the run's prepared
     training data, as a training run would (the automatic fallback included). For ``tunewise advise``, which must not
     recommend QLoRA where it would train wrongly: {"ok", the numbers, "message" when it fails}."""
-    from tunewise.data.example import Example
-    from tunewise.models import load_tokenizer
-    from tunewise.rundir import RunDir, read_jsonl
-    from tunewise.train.collate import PadCollator
-    from tunewise.train.methods import get_method
-    from tunewise.train.run import load_for_training
-    from tunewise.train.tokenize import encode_examples
+    from tunewise.example import Example
+    from tunewise.lm.adapters import get_method
+    from tunewise.lm.chat import encode_examples
+    from tunewise.lm.collate import PadCollator
+    from tunewise.lm.loading import load_tokenizer
+    from tunewise.rundir import RunDir
+    from tunewise.lm.loading import load_for_training
 
     run = RunDir.of(run_dir)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    records = read_jsonl(run.require("data", "train.jsonl", hint="prepare the data first: `tunewise data prepare CONFIG`"))
+    records = run.read_split("train")
     encoded = encode_examples([Example.from_record(r) for r in records[:64]], tokenizer, loss_on=config.training.loss_on,
                               max_tokens=config.data.max_tokens)
     model, _, _ = load_for_training(config, get_method(config.method))

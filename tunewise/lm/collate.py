@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
-from tunewise.train.tokenize import IGNORE_INDEX
+from tunewise.lm.chat import IGNORE_INDEX
 
 # inputs that describe the batch for tunewise's own bookkeeping; never passed to the model
 BOOKKEEPING_KEYS = ("num_input_tokens",)

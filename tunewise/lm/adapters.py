@@ -8,7 +8,6 @@ from typing import Any, Callable
 import torch
 
 from tunewise.config import Config
-from tunewise.models import resolve_model
 
 ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value", "c_attn", "qkv_proj", "Wqkv")
 
@@ -17,7 +16,7 @@ ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "valu
 class Method:
     """A training method: ``prepare`` turns the loaded base into the model to train; ``saves_adapter`` says whether
     RUN/model is a PEFT adapter (else a full model); ``quantized`` bases are loaded through bitsandbytes
-    (:func:`tunewise.models.quantization.bnb_config`) for training and for evaluation of the adapter."""
+    (:func:`tunewise.lm.quantization.bnb_config`) for training and for evaluation of the adapter."""
 
     name: str
     description: str
@@ -89,7 +88,7 @@ def _prepare_qlora(model: Any, config: Config) -> Any:
     from peft import prepare_model_for_kbit_training
 
     if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
-        raise ValueError("method qlora: the base model was not loaded quantized; load it with tunewise.train.methods.load_base")
+        raise ValueError("method qlora: the base model was not loaded quantized; load it with tunewise.lm.loading.load_base")
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.training.gradient_checkpointing)
     return _peft(model, config, _lora_config(model, config, use_dora=False))
 
@@ -135,7 +134,7 @@ def _prepare_prompt(model: Any, config: Config) -> Any:
         init = {
             "prompt_tuning_init": PromptTuningInit.TEXT,
             "prompt_tuning_init_text": prompt.init_text,
-            "tokenizer_name_or_path": resolve_model(config.model),
+            "tokenizer_name_or_path": getattr(model, "name_or_path", None) or config.model,  # the folder it loaded from
         }
     return _peft(model, config, PromptTuningConfig(num_virtual_tokens=prompt.num_virtual_tokens, task_type="CAUSAL_LM", **init))
 
@@ -180,19 +179,3 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
-
-
-def load_base(config: Config, *, dtype: torch.dtype, device: str) -> Any:
-    """The base model for ``config.method``: quantized through bitsandbytes for quantized methods, else in ``dtype``."""
-    from tunewise.models import load_model
-
-    method = get_method(config.method)
-    quantization_config = None
-    if method.quantized and config.quantization is not None:
-        from tunewise.models.quantization import bnb_config
-
-        quantization_config = bnb_config(config.quantization, dtype)
-    return load_model(
-        config.model, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
-        quantization_config=quantization_config,
-    )

@@ -14,7 +14,7 @@ multiplies through ``gemv_4bit``. Measured with bitsandbytes 0.50.2 (docs/method
   on CPUs with and without the flag.
 
 So tunewise turns the flag off on every 4-bit layer it loads (:func:`keep_off_packed_cpu_kernel`, called by
-:func:`tunewise.models.loading.load_model`, which training, evaluation, export, bench and serve all load through):
+:func:`tunewise.lm.loading.load_model`, which training, evaluation, export, bench and serve all load through):
 the unpacked path (dequantize + matmul in the compute dtype) runs on every CPU, trains correctly and gives the same
 numbers everywhere. What it costs in speed on an ``avx512_bf16`` CPU could not be measured on the machines tunewise
 is developed on (none has the flag); ``tunewise doctor`` says whether a machine would take the packed path.

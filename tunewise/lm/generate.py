@@ -7,8 +7,8 @@ from typing import Any, Sequence
 
 import torch
 
-from tunewise.train.tokenize import render_prompt
-from tunewise.train.methods import virtual_token_count
+from tunewise.lm.adapters import virtual_token_count
+from tunewise.lm.chat import render_prompt
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:

@@ -15,7 +15,6 @@ example is.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,8 @@ CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length",
 def check_paths(config: Config, *, data: bool = True) -> None:
     """data.path / data.test_path name data (with ``data``); the sharding engine can run here
     (tunewise/train/sharding.py)."""
-    from tunewise.data.errors import DataError
     from tunewise.data.io import resolve_paths
+    from tunewise.errors import DataError
 
     for attr in ("path", "test_path") if data else ():
         value = getattr(config.data, attr)
@@ -64,7 +63,7 @@ def model_sizes(model: str, trust_remote_code: bool = False) -> ModelSizes:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tunewise.models import resolve_model
+    from tunewise.lm.loading import resolve_model
 
     try:
         model_config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
@@ -117,7 +116,7 @@ def check_lora_rank(config: Config, sizes: ModelSizes | None = None) -> None:
     """The LoRA rank fits the layers it adapts (a rank above a layer's width adds nothing but memory)."""
     sizes = sizes or model_sizes(config.model, config.trust_remote_code)
     if config.method in ("lora", "dora", "qlora") and sizes.linear:
-        from tunewise.train.methods import ATTENTION_NAMES
+        from tunewise.lm.adapters import ATTENTION_NAMES
 
         target = config.lora.target_modules
         if target in ("auto", "all-linear"):
@@ -146,7 +145,7 @@ def check_data(config: Config, run: RunDir, world_size: int = 1, sizes: ModelSiz
     """The prepared data fits: one optimizer step needs batch x accumulation x processes examples (more than the
     training data is a mistake: the batch would silently be the whole data, and the effective batch not what the
     config says), and no prepared example is longer than the model's context."""
-    train = run.data / "train.jsonl"
+    train = run.split("train")
     if not train.is_file():
         return
     n = count_lines(train)
@@ -162,7 +161,7 @@ def check_data(config: Config, run: RunDir, world_size: int = 1, sizes: ModelSiz
             f"{f' x {world_size} processes' if world_size > 1 else ''}) and the training data has {n}; lower it to "
             f"at most {max(n // (t.per_device_train_batch_size * world_size), 1)}")
     try:
-        report = json.loads((run.data / "data_report.json").read_text(encoding="utf-8"))
+        report = json.loads(run.data_report.read_text(encoding="utf-8"))
         longest = max(int(split["total"]["max"]) for split in report["tokens"].values() if split.get("examples"))
     except (OSError, ValueError, KeyError, TypeError):
         return

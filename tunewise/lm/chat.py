@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Sequence
 
-from tunewise.data.example import Example
+from tunewise.example import Example
 
 IGNORE_INDEX = -100
 LossOn = Literal["answers", "all", "last_turn"]

@@ -26,11 +26,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from tunewise.rundir import atomic_write_json, is_main_process
+from tunewise.rundir import RunDir, atomic_write_json, is_main_process, rejects_file
 
 STATUSES = ("validating", "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 ACTIVE = ("validating", "queued", "running")
-RECORD_FILE = "run.json"
 
 _in_job: contextvars.ContextVar[bool] = contextvars.ContextVar("tunewise_in_job", default=False)
 
@@ -40,7 +39,7 @@ def now_iso(t: float | None = None) -> str:
 
 
 def record_path(run_root: str | Path) -> Path:
-    return Path(run_root) / RECORD_FILE
+    return RunDir.of(run_root).record
 
 
 def read_record(run_root: str | Path) -> dict[str, Any]:
@@ -81,7 +80,7 @@ def sha256_file(path: Path) -> str:
 def data_hashes(run_root: str | Path) -> dict[str, str]:
     """sha256 of each prepared split in RUN/data (what training and evaluation actually read)."""
     data = Path(run_root) / "data"
-    return {p.name: sha256_file(p) for p in sorted(data.glob("*.jsonl")) if p.name != "rejects.jsonl"}
+    return {p.name: sha256_file(p) for p in sorted(data.glob("*.jsonl")) if p != rejects_file(data)}
 
 
 def versions() -> dict[str, str | None]:
@@ -188,7 +187,7 @@ def tracked(
 def _is_user_error(exc: BaseException) -> bool:
     """A mistake the message of the exception already explains (bad config, data, missing file)."""
     from tunewise.config import ConfigError
-    from tunewise.data.errors import DataError
+    from tunewise.errors import DataError
 
     return isinstance(exc, (ConfigError, DataError, FileNotFoundError))
 
