@@ -643,6 +643,8 @@ METRICS: dict[str, Metric] = {
         Metric("json_schema", True, _json_schema_example, needs_refs=False),
         # the label a model ranks highest (tunewise/evaluate/labels.py): its example_fn takes the ranked labels
         Metric("constrained_accuracy", True, accuracy_scores, from_text=False),
+        # preference pairs: the chosen answer scores a higher mean token log-probability (tunewise/evaluate/preference.py)
+        Metric("preference_accuracy", True, accuracy_scores, from_text=False),
     )
 }
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -52,6 +52,7 @@ from tunewise.config import Config
 from tunewise.decide.calibrate import Calibration
 from tunewise.decide.footprint import Activations, Parameters, ShardUnits
 from tunewise.decide.workload import Workload
+from tunewise.objectives import Objective, get_objective
 from tunewise.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -321,6 +322,19 @@ def flops_per_token(parameters: Parameters, hf_config: Any, seq: int, *, train_f
     return (3 if train_full else 2) * forward, forward
 
 
+def objective_timing(timing: Timing, objective: Objective) -> Timing:
+    """``timing`` of supervised steps (calibrated or from FLOPs) scaled to ``objective``'s: its train_rows sequences
+    with forward and backward (3 forward-equivalents each) and its reference_rows forward passes without gradients
+    (1 each), against SFT's one sequence (3)."""
+    factor = (3 * objective.train_rows + objective.reference_rows) / 3
+    if factor == 1:
+        return timing
+    detail = dict(timing.detail, objective=objective.name, objective_time_factor=round(factor, 3))
+    if "seconds_per_step" in detail:
+        detail["seconds_per_step"] = round(detail["seconds_per_step"] * factor, 4)
+    return replace(timing, epoch_s=timing.epoch_s * factor, total_s=timing.total_s * factor, detail=detail)
+
+
 def time_from_flops(config: Config, workload: Workload, parameters: Parameters, hf_config: Any, *, device: str,
                     dtype: torch.dtype, peak_flops: float | None = None) -> Timing:
     from tunewise.decide.calibrate import matmul_flops
@@ -413,11 +427,18 @@ def estimate_method(
     # QLoRA on CPU: the checkpoint's memory map stays open (unquantized weights point into it)
     mapped = (footprint.checkpoint_bytes(cfg.model) or 0) if method == "qlora" and device == "cpu" else 0
 
+    objective = get_objective(cfg.objective)
+    # a preference objective trains train_rows sequences per example (chosen + rejected); a full model's reference is
+    # a frozen copy of its weights (an adapter's reference is its disabled adapter: nothing more)
+    rows = objective.train_rows
+    reference_copy = parameters.weight_bytes if objective.needs_reference and not get_method(method).saves_adapter else 0
+
     def memory_for(work: Workload) -> tuple[Memory, Activations]:
         peak = work.peak_batch
-        acts = footprint.activations(cfg, act_model, peak.rows, peak.length, dtype=dtype, masked=work.packing or peak.rows > 1)
-        return estimate_memory(cfg, parameters, acts, device=device, runtime_bytes=runtime_bytes, vocab_size=vocab,
-                               trained_tokens=peak.trained, mapped_checkpoint=mapped), acts
+        acts = footprint.activations(cfg, act_model, peak.rows * rows, peak.length, dtype=dtype,
+                                     masked=work.packing or peak.rows * rows > 1)
+        return estimate_memory(cfg, parameters, acts, device=device, runtime_bytes=runtime_bytes + reference_copy,
+                               vocab_size=vocab, trained_tokens=peak.trained * rows, mapped_checkpoint=mapped), acts
 
     memory, acts = memory_for(workload)
     fits = None if memory_limit_mb is None else memory.peak() / MiB <= memory_limit_mb
@@ -443,6 +464,7 @@ def estimate_method(
     if timing is None:
         say(f"{method}: time from FLOPs")
         timing = time_from_flops(cfg, workload, parameters, hf_config, device=device, dtype=dtype)
+    timing = objective_timing(timing, objective)
     cost = estimate_cost(timing, workload, cfg, price_per_hour=price_per_hour, api_price_per_1m=api_price_per_1m)
     sharded: dict[str, Memory] = {}
     if devices > 1 and method != "qlora":

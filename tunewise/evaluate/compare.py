@@ -22,7 +22,7 @@ from tunewise.rundir import (
     read_jsonl,
 )
 
-MAIN_METRIC_ORDER = ("constrained_accuracy", "accuracy", "exact_match", "token_f1", "rougeL", "chrf", "bleu")
+MAIN_METRIC_ORDER = ("preference_accuracy", "constrained_accuracy", "accuracy", "exact_match", "token_f1", "rougeL", "chrf", "bleu")
 """The headline metric is the first of these that was scored: for a classification task the label each model ranks
 highest (the fair comparison: a verbose base model scores 0 on exact match by construction)."""
 METRICS_WITH_TEXT = ("bleu", "chrf")  # corpus-level metrics whose bootstrap recomputes them from the predicted text

@@ -234,6 +234,12 @@ def evaluate_run(
                     constrained=config.eval.constrained)  # fmt: skip
     records, scored = evaluate_examples(model, tokenizer, examples, config.eval.metrics,
                                         perplexity=config.eval.perplexity, name=which, **settings)  # fmt: skip
+    if any(e.rejected for e in examples):  # preference pairs: does the model rank the chosen answer first?
+        from tunewise.evaluate.preference import add_preference_scores, score_pairs
+
+        _phase(progress, f"{which}: scoring preference pairs", len(examples))
+        add_preference_scores(records, scored, score_pairs(model, tokenizer, examples, config,
+                                                           batch_size=config.eval.batch_size, progress=progress))
     result = {
         "model": which,
         "model_path": config.model if which == "base" else str(run.model),

@@ -72,4 +72,16 @@ def write_plots(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
                                            (*_series(records, "cuda_peak_allocated_mb"), {"label": "CUDA allocated"}),
                                            (*_series(records, "cuda_peak_reserved_mb"), {"label": "CUDA reserved"})])
     figure("throughput", "throughput", "trained tokens/s", [(*_series(records, "tokens_per_s"), {"color": "tab:purple"})])
+    # preference objectives (tunewise/objectives/): implicit rewards of the chosen and rejected answers, and how
+    # often the chosen one is ahead, on the training batches and the validation pairs
+    figure("rewards", "preference rewards", "beta x log-ratio to the reference", [
+        (*_series(records, "rewards/chosen"), {"label": "chosen (train)", "color": "tab:green", "alpha": 0.6}),
+        (*_series(records, "rewards/rejected"), {"label": "rejected (train)", "color": "tab:red", "alpha": 0.6}),
+        (*_series(records, "eval_rewards/chosen"), {"label": "chosen (eval)", "color": "tab:green", "marker": "o"}),
+        (*_series(records, "eval_rewards/rejected"), {"label": "rejected (eval)", "color": "tab:red", "marker": "o"}),
+    ])
+    figure("reward_accuracy", "preference accuracy", "share of pairs with chosen ahead", [
+        (*_series(records, "rewards/accuracies"), {"label": "train", "alpha": 0.6}),
+        (*_series(records, "eval_rewards/accuracies"), {"label": "eval", "marker": "o"}),
+    ])
     return written

@@ -15,7 +15,7 @@ from tunewise.data.stats import describe_loading
 from tunewise.rundir import RunDir, atomic_write_text, read_jsonl
 from tunewise.rundir import prediction_files as predictions_in
 
-PLOT_ORDER = ["loss", "lr", "grad_norm", "throughput", "memory", "data_token_lengths"]
+PLOT_ORDER = ["loss", "rewards", "reward_accuracy", "lr", "grad_norm", "throughput", "memory", "data_token_lengths"]
 
 
 def _load_json(path: Path) -> dict[str, Any] | None:
