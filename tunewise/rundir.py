@@ -45,6 +45,29 @@ class RunDir:
             raise FileNotFoundError(f"{path} not found: {hint}")
         return path
 
+    # dashboard: the files the checklist (tunewise/checklist.py) and the dashboard (tunewise/ui/) read
+    record = property(lambda self: self.root / "run.json")
+    advice = property(lambda self: self.root / "advice.json")
+    estimate = property(lambda self: self.root / "estimate.json")
+    train_summary = property(lambda self: self.root / "train_summary.json")
+    data_report = property(lambda self: self.data / "data_report.json")
+    rejects = property(lambda self: self.data / "rejects.jsonl")
+    comparison = property(lambda self: self.eval / "comparison.json")
+    export = property(lambda self: self.root / "export")
+    bench = property(lambda self: self.root / "bench" / "bench.json")
+    serve_logs = property(lambda self: self.root / "serve" / "logs")  # `tunewise serve RUN`'s default --log-dir
+    abtest = property(lambda self: self.serve_logs / "abtest.json")  # `tunewise abtest RUN/serve/logs`
+    feedback_log = property(lambda self: self.serve_logs / "feedback.jsonl")
+    serve_errors_log = property(lambda self: self.serve_logs / "errors.jsonl")
+
+    def split(self, name: str) -> Path:
+        """RUN/data/<name>.jsonl (train, val, test)."""
+        return self.data / f"{name}.jsonl"
+
+    def eval_file(self, kind: str, model: str) -> Path:
+        """RUN/eval/<kind>_<model>.json(l): kind is metrics, errors (json) or predictions (jsonl)."""
+        return self.eval / f"{kind}_{model}.{'jsonl' if kind == 'predictions' else 'json'}"
+
 
 def checkpoint_step(folder: Path) -> int | None:
     """N of a ``checkpoint-N`` folder (None for any other name)."""
