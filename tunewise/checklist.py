@@ -176,7 +176,7 @@ def enough_data(e: Evidence) -> Finding:
     if n >= e.minimum_examples:
         return Finding(DONE, ("note.enough", fields), e.rel(e.run.data_report))
     return Finding(TODO, ("note.enough", fields), e.rel(e.run.data_report),
-                   e.cmd("data", "prepare", e.config_path, "data.augment_shuffle=1"),
+                   e.cmd("data", "prepare", e.config_path, "data.augment_paraphrase=1"),
                    flag=("flag.too_few", fields) if e.run.model.is_dir() else None)
 
 
@@ -245,7 +245,7 @@ def augmentation(e: Evidence) -> Finding:
     if n >= e.minimum_examples:
         return Finding(NA, ("note.augment_not_needed", fields), e.rel(e.run.data_report))
     return Finding(TODO, ("note.augment_needed", fields), e.rel(e.run.data_report),
-                   e.cmd("data", "prepare", e.config_path, "data.augment_shuffle=1"))
+                   e.cmd("data", "prepare", e.config_path, "data.augment_paraphrase=1"))
 
 
 def base_model(e: Evidence) -> Finding:
