@@ -67,15 +67,16 @@ def overrides_of(path: str | Path, values: dict[str, str]) -> list[str]:
 def check(path: str | Path, values: dict[str, str], runs_folder: Path) -> dict[str, Any]:
     """The config's own validation of the edited fields: ``{"ok", "errors": {field: message}, "general": [...]}``;
     a run name already used in ``runs_folder`` is an error on ``name``."""
+    name = values.get("name")
+    taken = {"name": f"a run named {name!r} exists in {runs_folder}: pick another name"} \
+        if name and "/" not in name and name not in (".", "..") and (runs_folder / name).exists() else {}
     try:
         overrides = overrides_of(path, values)
-        config = load_config(path, [*overrides, f"output_dir={runs_folder}"])
+        load_config(path, [*overrides, f"output_dir={runs_folder}"])
     except ConfigError as exc:
-        return {"ok": False, **_errors_by_field(str(exc))}
-    if (runs_folder / config.name).exists():
-        return {"ok": False, "errors": {"name": f"a run named {config.name!r} exists in {runs_folder}: pick another name"},
-                "general": []}
-    return {"ok": True, "errors": {}, "general": [], "overrides": overrides}
+        found = _errors_by_field(str(exc))
+        return {"ok": False, "errors": {**taken, **found["errors"]}, "general": found["general"]}
+    return {"ok": not taken, "errors": taken, "general": [], "overrides": overrides}
 
 
 def _errors_by_field(message: str) -> dict[str, Any]:

@@ -229,7 +229,7 @@ async function pageRun() {
         e.target.disabled = true;
         try { await post(`/api/runs/${encodeURIComponent(name)}/cancel`); } catch (err) { actions.append(el("span", {class: "error", text: err.message})); }
       }}));
-    if (["cancelled", "interrupted"].includes(r.status) && r.checkpoint !== null)
+    if (["cancelled", "interrupted"].includes(r.status))
       actions.append(el("button", {id: "resume", text: t("ui.resume"), onclick: async () => { await post(`/api/runs/${encodeURIComponent(name)}/resume`); setTimeout(refresh, 1500); }}));
     warnings.innerHTML = "";
     warnings.append(info.warnings.length ? el("ul", {}, info.warnings.map((w) => el("li", {class: w.kind === "error" ? "flag" : "", text: `step ${w.step}: ${w.event}: ${w.message}`})))
