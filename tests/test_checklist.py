@@ -158,3 +158,13 @@ def test_cli_and_report(tmp_path: Path) -> None:
     assert html.index('id="checklist"') < html.index('class="cards"')
     assert html.count("data-item=") == 24 and '<a href="data/data_report.json">' in html
     assert evaluate(run.root)[0][0].id == "task_goal"
+
+
+def test_same_checklist_with_and_without_libyaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    run = _run(tmp_path)
+    _data_report(run, train=150)
+    fast = checklist(run.root)
+    monkeypatch.delattr(yaml, "CSafeLoader", raising=False)  # PyYAML built without libyaml
+    assert checklist(run.root) == fast
