@@ -141,7 +141,8 @@ def test_runs_list_compare_and_playground(dashboard: dict[str, Any]) -> None:
     driver.get(url + "/")
     _wait(driver, "document.body.dataset.loaded === '1' && document.querySelectorAll('tr[data-run]').length === 2")
     progress = driver.find_element("css selector", "tr[data-run=a] td.progress").text
-    assert progress.split()[0].split("/")[1] == "24" or int(progress.split("/")[1].split()[0]) <= 24
+    done, total = (int(x) for x in progress.split()[0].split("/"))
+    assert 13 <= done <= total <= 24  # prepared, split, trained, watched, evaluated and compared: at least 13 items
     from selenium.webdriver.support.ui import Select
 
     Select(driver.find_element("id", "f-status")).select_by_value("cancelled")

@@ -195,7 +195,7 @@ async function pageRuns() {
     }
     body.dataset.count = String(shown.length);
   };
-  for (const f of Object.values(filters)) f.addEventListener("input", draw);
+  for (const f of Object.values(filters)) { f.addEventListener("input", draw); f.addEventListener("change", draw); }
   const load = async () => {
     rows = (await api("/api/runs")).runs;
     fill(filters.status, [...new Set(rows.map((r) => r.status))].sort());
