@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
@@ -41,6 +42,8 @@ def create_app(runs_folder: str | Path, *, configs: list[Path] | None = None, la
     runs_folder = Path(runs_folder)
     index, jobs, playground = RunIndex(runs_folder), Jobs(runs_folder), Playground()
     default_lang = resolve_language(lang)
+    # fill the row cache while the browser opens: the first listing of a large folder computes every checklist
+    threading.Thread(target=index.rows, name="tunewise-ui-warm", daemon=True).start()
     app = FastAPI(title="tunewise", docs_url=None, redoc_url=None, openapi_url=None)
 
     def language(request: Request) -> str:
