@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1] / "tunewise"
 
 # lowest first; a module may import its own layer's package and anything below it
 LAYERS: list[set[str]] = [
-    {"example", "errors", "config", "rundir", "metrics", "failures", "record", "runlock", "runs", "models", "__init__"},
+    {"example", "errors", "config", "rundir", "metrics", "failures", "record", "runlock", "runs", "models", "catalog",
+     "__init__"},
     {"lm"},
     {"objectives"},
     {"environment"},
@@ -22,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"train"},
     {"decide"},
     {"export"},
+    {"checklist"},
     {"report"},
     {"serve"},
     {"ui"},
@@ -29,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"cli"},
     {"__main__"},
 ]
-STAGES = {"data", "evaluate", "monitor", "train", "decide", "export", "report", "serve", "ui"}
+STAGES = {"data", "evaluate", "monitor", "train", "decide", "export", "checklist", "report", "serve", "ui"}
 
 
 def _module(path: Path) -> str:

@@ -140,6 +140,16 @@ class RunDir:
             raise FileNotFoundError(f"{path} not found: {hint}")
         return path
 
+    # the serving logs and the checklist's evidence (tunewise/checklist.py, tunewise/ui/)
+    serve_logs = property(lambda self: self.root / "serve" / "logs")  # `tunewise serve RUN`'s default --log-dir
+    abtest = property(lambda self: self.serve_logs / "abtest.json")  # `tunewise abtest RUN/serve/logs`
+    feedback_log = property(lambda self: self.serve_logs / "feedback.jsonl")
+    serve_errors_log = property(lambda self: self.serve_logs / "errors.jsonl")
+
+    def eval_file(self, kind: str, model: str) -> Path:
+        """RUN/eval/<kind>_<model>.json(l): kind is metrics, errors (json) or predictions (jsonl)."""
+        return {"metrics": self.eval_metrics, "errors": self.errors, "predictions": self.predictions}[kind](model)
+
 
 def checkpoint_step(folder: Path) -> int | None:
     """N of a ``checkpoint-N`` folder (None for any other name)."""

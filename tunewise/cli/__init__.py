@@ -46,7 +46,7 @@ from tunewise.cli.data import app as data_app  # noqa: E402
 app.add_typer(data_app, name="data", help="Prepare, inspect, convert and split datasets.")
 
 # Each further command group lives in its own module with a ``register(app)`` function.
-_COMMAND_MODULES = ("monitor", "ship", "decide", "doctor")
+_COMMAND_MODULES = ("monitor", "ship", "decide", "doctor", "checklist", "ui")
 
 
 def _register_command_modules() -> None:
@@ -269,9 +269,17 @@ def compare(
 
 
 @app.command()
-def report(target: Path = typer.Argument(..., help="A run directory")) -> None:
+def report(
+    target: Path = typer.Argument(..., help="A run directory"),
+    lang: Optional[str] = typer.Option(None, "--lang", help="Language of the checklist section: en or zh [$TUNEWISE_LANG, else en]"),
+) -> None:
     """Write RUN/report.html (plots included) from what the stages left."""
-    from tunewise.runs import config_of_run, report_stage
+    from tunewise.catalog import resolve_language
+    from tunewise.pipeline import report_stage
+    from tunewise.runs import config_of_run
+
+    if lang is not None:  # the report reads the language from the environment, as the pipeline's report stage does
+        os.environ["TUNEWISE_LANG"] = guarded(lambda: resolve_language(lang))
 
     cfg, run_dir = guarded(lambda: config_of_run(target))
     console.print(f"report: [bold]{guarded(lambda: report_stage(cfg, run_dir))}[/]")

@@ -164,8 +164,12 @@ def _labels_view(data_report: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"splits": splits, "rows": [(n, [labels[s].get(n, 0) for s in splits]) for n in names[:50]]}
 
 
-def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
-    """Render RUN/report.html from what the stages left in the run directory (any of them may be missing)."""
+def build_report(run_dir: str | Path, *, examples: int = 10, lang: str | None = None) -> Path:
+    """Render RUN/report.html from what the stages left in the run directory (any of them may be missing); ``lang``
+    (en, zh; default $TUNEWISE_LANG, else en) is the language of its checklist section."""
+    from tunewise.catalog import resolve_language
+    from tunewise.checklist import checklist
+
     run = RunDir.of(run_dir)
     config_text = run.config.read_text(encoding="utf-8") if run.config.is_file() else ""
     import yaml
@@ -245,6 +249,7 @@ def build_report(run_dir: str | Path, *, examples: int = 10) -> Path:
         example_models=example_models,
         config=config_text,
         monitor=_monitor_view(run),
+        checklist=checklist(run.root, resolve_language(lang)),  # dashboard: the guide's checklist, at the top
         errors=_errors_view(run, (comparison or {}).get("models", []), examples or 10),
     )
     atomic_write_text(run.report, html)

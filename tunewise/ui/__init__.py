@@ -1,0 +1,1 @@
+"""The local web dashboard (`tunewise ui`): runs, live curves, compare, playground, new runs."""
