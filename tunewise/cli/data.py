@@ -76,7 +76,8 @@ def prepare(
             model_tok = tokenizer if name == cfg.model else _tokenizer(name, cfg.trust_remote_code)
             paraphraser = Paraphraser(load_model(name, trust_remote_code=cfg.trust_remote_code), model_tok, seed=cfg.data.seed)
         data_dir = out or cfg.run_dir / "data"
-        report = prepare_data(cfg.data, tokenizer, data_dir, loss_on=cfg.training.loss_on, progress=progress, paraphraser=paraphraser)
+        report = prepare_data(cfg.data, tokenizer, data_dir, loss_on=cfg.training.loss_on, progress=progress, paraphraser=paraphraser,
+                              objective=cfg.objective)
         plot = plot_token_histograms(report, str(cfg.run_dir / "plots" / "data_token_lengths.png"))
         render_report(report, console)
         console.print(f"wrote {data_dir}/ (train/val/test.jsonl, rejects.jsonl, data_report.json) and {plot}")
