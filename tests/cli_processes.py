@@ -29,7 +29,7 @@ import json, os, sys, traceback
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import tunewise.cli as cli
 # what the commands import lazily: imported once here, before any fork
-cli._quiet_libraries()
+cli.quiet_libraries()
 import transformers, peft, datasets  # noqa: F401
 from transformers import Trainer  # noqa: F401
 import tunewise.train.run, tunewise.train.trainer, tunewise.pipeline, tunewise.data.prepare  # noqa: F401
