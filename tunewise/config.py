@@ -93,7 +93,7 @@ class SplitConfig(_Section):
 
 class DataConfig(_Section):
     path: str | None = Field(None, description="A file, folder or glob of JSONL/JSON/CSV/Parquet data.")
-    format: Literal["auto", "alpaca", "chat", "sharegpt", "completion", "text"] = "auto"
+    format: Literal["auto", "alpaca", "chat", "sharegpt", "completion", "text", "preference", "unpaired"] = "auto"
     columns: dict[str, str] = Field(default_factory=dict, description="internal field -> column in the file")
     system_prompt: str | None = Field(None, description="Added as the system message to examples that have none.")
     test_path: str | None = Field(None, description="Use this file as the test split instead of carving one out.")

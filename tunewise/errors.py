@@ -26,6 +26,8 @@ REASONS: dict[str, str] = {
     "duplicate": "exact duplicate of an earlier row",
     "near_duplicate": "near-duplicate of an earlier row",
     "split_overlap": "duplicates an example of a later split (removed so nothing leaks into evaluation)",
+    "identical_pair": "the chosen and rejected answers of a preference pair are the same",
+    "mismatched_prompts": "the chosen and rejected conversations of a pair do not share their prompt",
 }
 
 

@@ -28,7 +28,7 @@ def prepare_stage(config: Config, run: RunDir) -> dict[str, Any]:
     with writing_run(run.root, "prepare"), tracked(run.root, "prepare", config, status="validating", done_status="queued"):
         check_for_prepare(config)
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-        report = prepare_data(config.data, tokenizer, run.data, loss_on=config.training.loss_on)
+        report = prepare_data(config.data, tokenizer, run.data, loss_on=config.training.loss_on, objective=config.objective)
         plot_token_histograms(report, str(run.plots / "data_token_lengths.png"))
         return report.to_dict()
 

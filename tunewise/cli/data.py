@@ -1,4 +1,5 @@
-"""``tunewise data prepare | stats | preview | convert | split``: thin commands over :mod:`tunewise.data`."""
+"""``tunewise data prepare | stats | preview | convert | split | from-feedback``: thin commands over :mod:`tunewise.data`
+(and :mod:`tunewise.serve.feedback`)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def prepare(
             model_tok = tokenizer if name == cfg.model else _tokenizer(name, cfg.trust_remote_code)
             paraphraser = Paraphraser(load_model(name, trust_remote_code=cfg.trust_remote_code), model_tok, seed=cfg.data.seed)
         data_dir = out or cfg.run_dir / "data"
-        report = prepare_data(cfg.data, tokenizer, data_dir, loss_on=cfg.training.loss_on, progress=progress, paraphraser=paraphraser)
+        report = prepare_data(cfg.data, tokenizer, data_dir, loss_on=cfg.training.loss_on, progress=progress, paraphraser=paraphraser,
+                              objective=cfg.objective)
         plot = plot_token_histograms(report, str(cfg.run_dir / "plots" / "data_token_lengths.png"))
         render_report(report, console)
         console.print(f"wrote {data_dir}/ (train/val/test.jsonl, rejects.jsonl, data_report.json) and {plot}")
@@ -235,6 +237,28 @@ def split_cmd(
         counts = split_file(src, out, cfg)
         console.print(f"train {counts['train']:,}, val {counts['val']:,}, test {counts['test']:,} -> {out}/"
                       + (f"; {counts['rejected']:,} rows rejected (see {out}/rejects.jsonl)" if counts["rejected"] else ""))  # fmt: skip
+
+    _run(go)
+
+
+@app.command("from-feedback")
+def from_feedback(
+    log: Path = typer.Argument(..., help="The server's log folder (--log-dir of `tunewise serve`)."),
+    out: Path = typer.Option(..., "--out", help="JSONL file to write (data.path of a KTO or DPO run)."),
+    kind: str = typer.Option("kto", "--kind", help="kto (thumbs up/down -> prompt, completion, label) or dpo "
+                             "(preferred alternatives -> prompt, chosen, rejected)."),
+) -> None:
+    """Turn a server's logged responses and the feedback on them (POST /v1/feedback) into KTO or DPO data."""
+
+    def go() -> None:
+        from tunewise.serve.feedback import write_feedback_data
+
+        data = write_feedback_data(log, out, kind)
+        what = (f"{sum(1 for r in data.rows if r['label'])} desirable, {sum(1 for r in data.rows if not r['label'])} "
+                "undesirable answers" if kind == "kto" else "preference pairs")
+        console.print(f"wrote {len(data.rows):,} rows to {out} ({what}) from {data.responses:,} responses and "
+                      f"{data.feedback:,} feedback records" + (f"; skipped: {_reasons(dict(data.skipped))}" if data.skipped else ""))
+        console.print(f"train on them with objective: {kind} and data.path: {out}")
 
     _run(go)
 

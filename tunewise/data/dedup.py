@@ -90,15 +90,25 @@ def fold_width(text: str) -> str:
 
 def content_key(example: Example) -> bytes:
     """A digest of what is trained on (roles, contents, tool calls, weights), with full-width and half-width forms
-    folded (:func:`fold_width`): identical examples share it."""
-    parts = [(m.get("role"), fold_width(str(m.get("content") or "")).strip(), m.get("tool_calls"), m.get("weight", 1)) for m in example.messages]
+    folded (:func:`fold_width`): identical examples share it. A preference pair's key covers the prompt and both
+    answers; a KTO example's covers its desirable mark."""
+    parts: list[object] = [_message_key(m) for m in example.messages]
+    if example.rejected is not None:
+        parts.append(["rejected", [_message_key(m) for m in example.rejected]])
+    if example.desirable is not None:
+        parts.append(["desirable", example.desirable])
     return hashlib.blake2b(json.dumps(parts, ensure_ascii=False, default=str).encode("utf-8"), digest_size=16).digest()
+
+
+def _message_key(m: dict) -> tuple:
+    return (m.get("role"), fold_width(str(m.get("content") or "")).strip(), m.get("tool_calls"), m.get("weight", 1))
 
 
 def example_text(example: Example) -> str:
     """The text near-duplicate detection compares: the contents of every message except the system prompt (a long
-    shared system prompt would make unrelated short examples look alike)."""
-    return "\n".join(str(m.get("content") or "") for m in example.messages if m.get("role") != "system")
+    shared system prompt would make unrelated short examples look alike), and a pair's rejected answer."""
+    messages = [*example.messages, *(example.rejected or [])]
+    return "\n".join(str(m.get("content") or "") for m in messages if m.get("role") != "system")
 
 
 def _char_trigrams(run: str) -> list[str]:

@@ -2,13 +2,15 @@
 
 Formats: ``alpaca`` (instruction / input / output, optional system and history), ``chat`` (OpenAI-style messages,
 tool calls passed through, per-message ``weight``), ``sharegpt`` (conversations with from / value), ``completion``
-(prompt / completion) and ``text`` (plain text for continued pretraining). ``columns`` maps an internal field name
+(prompt / completion), ``text`` (plain text for continued pretraining), and the preference formats
+(:mod:`tunewise.data.preference`): ``preference`` (prompt / chosen / rejected, or chat-style pairs of whole
+conversations: DPO, ORPO) and ``unpaired`` (prompt / completion / label true or false: KTO). ``columns`` maps an internal field name
 (``instruction``, ``input``, ``output``, ``system``, ``history``, ``messages``, ``conversations``, ``prompt``,
-``completion``, ``text``, ``label``, and inside messages ``role``/``content``/``from``/``value``) to the name used
+``completion``, ``text``, ``label``, ``chosen``, ``rejected``, and inside messages ``role``/``content``/``from``/``value``) to the name used
 in the file. Problems raise :class:`RowError` with a reason code.
 
-With ``format: auto`` a file's *shape* is detected from its field names (:func:`detect_shape`): besides the five formats'
-own names, ``{input, output}``, ``{question, answer}`` and ``{text, label}`` load as ``completion`` with the columns
+With ``format: auto`` a file's *shape* is detected from its field names (:func:`detect_shape`): besides the formats' own
+names (``chosen`` + ``rejected``: preference; ``prompt`` + ``completion`` + a ``label`` that is true or false: unpaired), ``{input, output}``, ``{question, answer}`` and ``{text, label}`` load as ``completion`` with the columns
 mapped (``{text, label}`` is a classification shape: the label is the answer). A column read as two fields (e.g.
 ``columns: {instruction: input}`` on alpaca rows, whose ``input`` is a field of its own) is refused
 (:func:`check_columns`).
@@ -16,15 +18,34 @@ mapped (``{text, label}`` is a classification shape: the label is the answer). A
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from tunewise.data.fields import KNOWN_ROLES  # noqa: F401  (re-exported: the roles a message may have)
+from tunewise.data.fields import (
+    kind as _kind,
+    field as _field,
+    text as _text,
+    optional_system as _optional_system,
+    maybe_json_list as _maybe_json_list,
+    content as _content,
+    weight as _weight,
+    chat_messages as _chat_messages,
+)
+from tunewise.data.preference import (
+    PAIR_FIELDS,
+    UNPAIRED_FIELDS,
+    check_pair,
+    is_boolean_label,
+    pair_messages,
+    unpaired_messages,
+)
 from tunewise.errors import DataError, RowError
 from tunewise.example import Example
 
-FORMATS = ("alpaca", "chat", "sharegpt", "completion", "text")
-KNOWN_ROLES = ("system", "user", "assistant", "tool")
+FORMATS = ("alpaca", "chat", "sharegpt", "completion", "text", "preference", "unpaired")
+# what each format trains: a conversation (SFT), a preference pair (DPO, ORPO), or an answer marked desirable or not (KTO)
+DATA_KINDS = {"preference": "pairs", "unpaired": "unpaired"}
 SHAREGPT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
     "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system", "tool": "tool",
@@ -36,6 +57,8 @@ _FIELDS = {
     "sharegpt": ("conversations", "system"),
     "completion": ("prompt", "completion", "system"),
     "text": ("text",),
+    "preference": PAIR_FIELDS,
+    "unpaired": UNPAIRED_FIELDS,
 }
 
 
@@ -76,6 +99,10 @@ def detect_shape(record: Mapping[str, Any], columns: Mapping[str, str] | None = 
     """The shape a record is in, from its field names (after the user's ``columns``), or None when none fits."""
     columns = columns or {}
     has = _has(record, columns)
+    if has("chosen") and has("rejected"):
+        return Shape("preference")
+    if has("prompt") and has("completion") and has("label") and is_boolean_label(record[columns.get("label", "label")]):
+        return Shape("unpaired")
     if has("messages"):
         return Shape("chat")
     if has("conversations"):
@@ -103,7 +130,7 @@ def check_columns(fmt: str, columns: Mapping[str, str]) -> None:
     """A DataError when two fields of ``fmt`` would read the same column (e.g. ``columns: {instruction: input}`` on
     alpaca rows: ``input`` is alpaca's own field too, so every input would go into the prompt twice)."""
     names = _FIELDS.get(fmt, ())
-    if fmt == "chat":
+    if fmt in ("chat", "preference", "unpaired"):
         names = (*names, "role", "content")
     elif fmt == "sharegpt":
         names = (*names, "from", "value")
@@ -160,11 +187,31 @@ def normalize(
         ]
     elif fmt == "text":
         messages = [{"role": "text", "content": _text(record, "text", columns)}]
+    elif fmt == "preference":
+        prompt, chosen, rejected = pair_messages(record, columns)
+        check_pair(chosen, rejected)
+        return Example(messages=_with_system(prompt + chosen, system_prompt), meta=_meta(record, fmt, columns),
+                       rejected=rejected)
+    elif fmt == "unpaired":
+        messages, desirable = unpaired_messages(record, columns)
+        return Example(messages=_with_system(messages, system_prompt), meta=_meta(record, fmt, columns),
+                       desirable=desirable)
     else:
         raise DataError(f"unknown data format {fmt!r}; use one of auto, {', '.join(FORMATS)}")
     if system_prompt and fmt != "text" and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return Example(messages=messages, meta=_meta(record, fmt, columns))
+
+
+def data_kind(fmt: str) -> str:
+    """What rows of format ``fmt`` train: "sft" (a conversation), "pairs" (DPO, ORPO) or "unpaired" (KTO)."""
+    return DATA_KINDS.get(fmt, "sft")
+
+
+def _with_system(messages: list[dict[str, Any]], system_prompt: str | None) -> list[dict[str, Any]]:
+    if system_prompt and not any(m["role"] == "system" for m in messages):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return messages
 
 
 def _meta(record: Mapping[str, Any], fmt: str, columns: Mapping[str, str]) -> dict[str, Any]:
@@ -185,56 +232,6 @@ def _meta(record: Mapping[str, Any], fmt: str, columns: Mapping[str, str]) -> di
 # fields
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
-
-
-def _label(name: str, columns: Mapping[str, str]) -> str:
-    col = columns.get(name, name)
-    return f"'{col}'" if col == name else f"'{col}' (mapped to {name})"
-
-
-def _field(record: Mapping[str, Any], name: str, columns: Mapping[str, str]) -> Any:
-    col = columns.get(name, name)
-    if col not in record:
-        raise RowError("missing_field", f"missing field {_label(name, columns)}")
-    return record[col]
-
-
-def _text(record: Mapping[str, Any], name: str, columns: Mapping[str, str], *, required: bool = True,
-          numbers: bool = False) -> str:
-    """A text field: a string, non-empty when required (an optional field may be absent, null or empty). With
-    ``numbers`` an integer is its text (class labels such as 0 and 1)."""
-    col = columns.get(name, name)
-    if col not in record or (not required and record[col] is None):
-        if required:
-            raise RowError("missing_field", f"missing field {_label(name, columns)}")
-        return ""
-    value = record[col]
-    if numbers and isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise RowError("wrong_type", f"field {_label(name, columns)} is {_kind(value)}; expected text")
-    if required and not value.strip():
-        raise RowError("empty_field", f"field {_label(name, columns)} is empty or whitespace only")
-    return value
-
-
-def _optional_system(record: Mapping[str, Any], columns: Mapping[str, str]) -> list[dict[str, Any]]:
-    system = _text(record, "system", columns, required=False)
-    return [{"role": "system", "content": system}] if system.strip() else []
-
-
 def _alpaca_messages(record: Mapping[str, Any], columns: Mapping[str, str]) -> list[dict[str, Any]]:
     instruction = _text(record, "instruction", columns)
     extra = _text(record, "input", columns, required=False)
@@ -250,60 +247,6 @@ def _alpaca_messages(record: Mapping[str, Any], columns: Mapping[str, str]) -> l
             messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-
-
-def _maybe_json_list(value: Any, name: str) -> Any:
-    """A list given as a JSON string (as CSV columns hold it)."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise RowError("wrong_type", f"field '{name}' is text that is not a valid JSON list") from None
-    return value
-
-
-def _content(value: Any, where: str, *, allow_none: bool) -> str:
-    if value is None and allow_none:
-        return ""
-    if isinstance(value, list) and value and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
-        value = "".join(str(p.get("text") or "") for p in value)  # OpenAI content parts, text only
-    if not isinstance(value, str):
-        raise RowError("wrong_type", f"{where} content is {_kind(value)}; expected text")
-    return value
-
-
-def _weight(message: dict[str, Any], where: str) -> None:
-    if "weight" in message:
-        w = message["weight"]
-        if w not in (0, 1) or isinstance(w, float) and not w.is_integer():
-            raise RowError("wrong_type", f"{where} has weight {w!r}; weight must be 0 (not trained) or 1 (trained)")
-        message["weight"] = int(w)
-
-
-def _chat_messages(value: Any, columns: Mapping[str, str], name: str) -> list[dict[str, Any]]:
-    value = _maybe_json_list(value, name)
-    if not isinstance(value, list):
-        raise RowError("wrong_type", f"field '{name}' is {_kind(value)}; expected a list of messages")
-    role_key, content_key = columns.get("role", "role"), columns.get("content", "content")
-    messages = []
-    for i, m in enumerate(value):
-        where = f"message {i}"
-        if not isinstance(m, dict):
-            raise RowError("wrong_type", f"{where} is {_kind(m)}; expected an object with role and content")
-        if role_key not in m:
-            raise RowError("missing_field", f"{where} has no '{role_key}'")
-        role = m[role_key]
-        if not isinstance(role, str):
-            raise RowError("wrong_type", f"{where} role is {_kind(role)}; expected text")
-        if role not in KNOWN_ROLES:
-            raise RowError("invalid_roles", f"{where} has unknown role {role!r}; allowed: {', '.join(KNOWN_ROLES)}")
-        if content_key not in m and not m.get("tool_calls"):
-            raise RowError("missing_field", f"{where} ({role}) has no '{content_key}'")
-        out = {k: v for k, v in m.items() if k not in (role_key, content_key)}
-        out = {"role": role, "content": _content(m.get(content_key), f"{where} ({role})", allow_none=bool(m.get("tool_calls"))), **out}
-        _weight(out, where)
-        messages.append(out)
-    return messages
 
 
 def _sharegpt_messages(record: Mapping[str, Any], columns: Mapping[str, str]) -> list[dict[str, Any]]:

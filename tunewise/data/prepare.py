@@ -27,6 +27,7 @@ from tunewise.data.formats import (
     Shape,
     check_columns,
     check_format,
+    data_kind,
     detect_shape,
     normalize,
     suggest_config,
@@ -105,11 +106,14 @@ class _Collected:
 
 
 def normalised(
-    rows: Iterable[RawRow], config: DataConfig, rejects: RejectLog, formats: dict[str, str], state: LoadState | None = None
+    rows: Iterable[RawRow], config: DataConfig, rejects: RejectLog, formats: dict[str, str], state: LoadState | None = None,
+    *, objective: str | None = None,
 ) -> Iterator[tuple[RawRow, Example]]:
     """Parsed rows -> checked Examples; every other row goes to ``rejects``. With ``format: auto`` each file's shape
     is detected from its first recognisable row (its format recorded in ``formats``, the shape in ``state``). With
-    ``config.clean_control_chars`` invisible control characters are removed (counted in ``state``) before the checks."""
+    ``config.clean_control_chars`` invisible control characters are removed (counted in ``state``) before the checks.
+    With ``objective`` (sft, dpo, orpo, kto) a file whose format is not what that objective trains on is a DataError
+    as soon as its format is known (:func:`check_objective`)."""
     fmt = check_format(config.format)
     state = state if state is not None else LoadState()
     pending: list[RawRow] = []
@@ -144,6 +148,8 @@ def normalised(
     def settle(source: str, shape: Shape) -> None:
         merged = {**shape.columns, **config.columns}
         check_columns(shape.format, merged)
+        if objective is not None:
+            check_objective(objective, source, shape)
         formats[source], state.shapes[source], columns[source] = shape.format, shape, merged
 
     for row in rows:
@@ -176,6 +182,26 @@ def normalised(
             _undetected(pending, config)
 
 
+_WANTS = {
+    "sft": "conversations or question -> answer rows (chat, alpaca, sharegpt, completion, text)",
+    "pairs": "preference pairs: {prompt, chosen, rejected} rows or chat-style {chosen, rejected} conversations "
+             "(data.format: preference)",
+    "unpaired": "answers marked desirable or not: {prompt, completion, label: true|false} rows (data.format: unpaired)",
+}
+_SUGGEST = {"sft": "sft", "pairs": "dpo or orpo", "unpaired": "kto"}
+
+
+def check_objective(objective: str, source: str, shape: Shape) -> None:
+    """A DataError when ``source``'s rows (read as ``shape``) are not what ``objective`` trains on: DPO / ORPO need
+    pairs, KTO marked answers, SFT conversations. The error names the objective, the format found and the one needed."""
+    from tunewise.objectives import get_objective  # torch: imported only when a config's objective is checked
+
+    need, have = get_objective(objective).data, data_kind(shape.format)
+    if need != have:
+        raise DataError(f"objective {objective} trains on {_WANTS[need]}, but {source} is read as {shape.describe()}; "
+                        f"give the data in that format, or set objective: {_SUGGEST[have]} to train on these rows")
+
+
 def _undetected(rows: list[RawRow], config: DataConfig) -> None:
     records = [r.record for r in rows if r.record is not None]
     fields = ", ".join(map(str, list(records[0])[:8])) or "(none)"
@@ -183,7 +209,7 @@ def _undetected(rows: list[RawRow], config: DataConfig) -> None:
     raise DataError(
         f"cannot tell the format of {rows[0].source} (fields: {fields}); "
         + (f"to read it as question -> answer pairs set {hint}; otherwise " if hint else "")
-        + "set data.format to alpaca, chat, sharegpt, completion or text and map other field names with data.columns"
+        + "set data.format to alpaca, chat, sharegpt, completion, text, preference or unpaired and map other field names with data.columns"
     )
 
 
@@ -207,45 +233,97 @@ def shape_error(path: str, state: LoadState, read: int, rejected: Counter[str], 
 Measured = tuple[tuple[str, str, int] | None, TokenCounts | None, np.ndarray | None, list[dict[str, Any]] | None]
 
 
+def scored_tokens(example: Example, loss_on: str) -> str:
+    """The ``loss_on`` an example is measured and previewed with: the preference objectives score the last answer
+    only (tunewise/objectives/), whatever ``training.loss_on`` says."""
+    return "last_turn" if example.rejected is not None or example.desirable is not None else loss_on
+
+
 def _measure(batch: list[Example]) -> list[Measured]:
     """Tokenize a batch with the chat template (as training does), apply the token checks (cutting the prompt side of
     an example over ``max_tokens`` with ``overlength: truncate``) and compute near-duplicate signatures. Runs in a
     worker process (state from :func:`_init_worker`) or inline. For each example: ``(reject, counts, signature,
     messages)`` where ``reject`` is ``(code, message, n_tokens)`` or None and ``messages`` replace the example's when
-    its prompt was cut (else None)."""
+    its prompt was cut (else None). A preference pair is measured on both sides (see :func:`_measure_pair`)."""
     tokenizer, loss_on, config, need_sigs = _STATE["tokenizer"], _STATE["loss_on"], _STATE["config"], _STATE["need_sigs"]
-    encoded = encode_examples(batch, tokenizer, loss_on=loss_on)
-    limit = config.max_tokens
-    out: list[Measured] = []
+    out: list[Measured] = [(None, None, None, None)] * len(batch)
     texts: list[Example] = list(batch)
-    for i, enc in enumerate(encoded):
-        n, trained = len(enc), enc.n_trained
-        if n > limit and config.overlength == "truncate" and trained:
-            cut = truncate_prompt(batch[i], tokenizer, limit, loss_on=loss_on, encoded=enc)
-            if cut is None:
-                message = (f"{n} tokens, more than data.max_tokens={limit}, and cutting the last user message cannot "
-                           "bring it under (the answer or earlier turns are too long); raise data.max_tokens")
-                out.append((("too_long", message, n), None, None, None))
-                continue
-            example, cut_enc = cut
-            texts[i] = example
-            counts = TokenCounts.of(cut_enc, truncated=True)
-            out.append((None, counts, None, example.messages))
-            continue
-        after_cut = sum(1 for x in enc.labels[:limit] if x != IGNORE_INDEX) if n > limit else None
-        err = check_tokens(n, trained, after_cut, min_tokens=config.min_tokens, max_tokens=limit, overlength=config.overlength)
-        if err is not None:
-            out.append(((err.code, err.message, n), None, None, None))
-            continue
-        counts = TokenCounts.of(enc)
-        if after_cut is not None:  # truncate_end: training sees the first max_tokens tokens
-            counts = TokenCounts(prompt=min(counts.prompt, limit), total=limit, trained=after_cut, truncated=True)
-        out.append((None, counts, None, None))
+    groups: dict[str, list[int]] = {}
+    for i, example in enumerate(batch):
+        groups.setdefault("pairs" if example.rejected is not None else scored_tokens(example, loss_on), []).append(i)
+    for mode, ix in groups.items():
+        if mode == "pairs":
+            chosen = encode_examples([batch[i] for i in ix], tokenizer, loss_on="last_turn")
+            rejected = encode_examples([batch[i].rejected_example() for i in ix], tokenizer, loss_on="last_turn")
+            for i, c, r in zip(ix, chosen, rejected):
+                out[i], texts[i] = _measure_pair(batch[i], c, r, tokenizer, config)
+        else:
+            for i, enc in zip(ix, encode_examples([batch[i] for i in ix], tokenizer, loss_on=mode)):
+                out[i], texts[i] = _measure_one(batch[i], enc, tokenizer, config, mode)
     if need_sigs:
         keep = [i for i, r in enumerate(out) if r[0] is None]
         for i, sig in zip(keep, signatures([example_text(texts[i]) for i in keep])):
             out[i] = (None, out[i][1], sig, out[i][3])
     return out
+
+
+def _measure_one(example: Example, enc: Any, tokenizer: Any, config: DataConfig, loss_on: str) -> tuple[Measured, Example]:
+    """The token checks of one example (its prompt cut with ``overlength: truncate``); (result, example as kept)."""
+    limit = config.max_tokens
+    n, trained = len(enc), enc.n_trained
+    if n > limit and config.overlength == "truncate" and trained:
+        cut = truncate_prompt(example, tokenizer, limit, loss_on=loss_on, encoded=enc)  # type: ignore[arg-type]
+        if cut is None:
+            message = (f"{n} tokens, more than data.max_tokens={limit}, and cutting the last user message cannot "
+                       "bring it under (the answer or earlier turns are too long); raise data.max_tokens")
+            return (("too_long", message, n), None, None, None), example
+        cut_example, cut_enc = cut
+        return (None, TokenCounts.of(cut_enc, truncated=True), None, cut_example.messages), cut_example
+    after_cut = sum(1 for x in enc.labels[:limit] if x != IGNORE_INDEX) if n > limit else None
+    err = check_tokens(n, trained, after_cut, min_tokens=config.min_tokens, max_tokens=limit, overlength=config.overlength)
+    if err is not None:
+        return ((err.code, err.message, n), None, None, None), example
+    counts = TokenCounts.of(enc)
+    if after_cut is not None:  # truncate_end: training sees the first max_tokens tokens
+        counts = TokenCounts(prompt=min(counts.prompt, limit), total=limit, trained=after_cut, truncated=True)
+    return (None, counts, None, None), example
+
+
+def _measure_pair(example: Example, chosen: Any, rejected: Any, tokenizer: Any, config: DataConfig) -> tuple[Measured, Example]:
+    """The token checks of a preference pair: too long (or short) when either side is; ``overlength: truncate`` cuts
+    the shared prompt (the same cut on both sides, found on the longer side), never an answer. Its token counts are
+    its longer side's (what bounds memory)."""
+    limit = config.max_tokens
+    sides = (("", chosen), ("rejected side: ", rejected))
+    n = max(len(chosen), len(rejected))
+    if n > limit and config.overlength == "truncate" and chosen.n_trained and rejected.n_trained:
+        longer = example if len(chosen) >= len(rejected) else example.rejected_example()
+        cut = truncate_prompt(longer, tokenizer, limit, loss_on="last_turn",
+                              encoded=chosen if len(chosen) >= len(rejected) else rejected)
+        if cut is not None:
+            prompt = cut[0].prompt_messages
+            kept = Example(messages=prompt + example.messages[len(example.prompt_messages):], meta=example.meta,
+                           rejected=example.rejected, desirable=example.desirable)
+            c, r = encode_examples([kept, kept.rejected_example()], tokenizer, loss_on="last_turn")
+            if len(c) <= limit and len(r) <= limit and c.n_trained and r.n_trained:
+                longest = c if len(c) >= len(r) else r
+                return (None, TokenCounts.of(longest, truncated=True), None, kept.messages), kept
+        message = (f"{n} tokens on its longer side, more than data.max_tokens={limit}, and cutting the last user "
+                   "message cannot bring both sides under (an answer or earlier turns are too long); raise data.max_tokens")
+        return (("too_long", message, n), None, None, None), example
+    counts: list[TokenCounts] = []
+    for prefix, enc in sides:
+        m = len(enc)
+        after_cut = sum(1 for x in enc.labels[:limit] if x != IGNORE_INDEX) if m > limit else None
+        err = check_tokens(m, enc.n_trained, after_cut, min_tokens=config.min_tokens, max_tokens=limit,
+                           overlength=config.overlength)
+        if err is not None:
+            return ((err.code, prefix + err.message, m), None, None, None), example
+        side = TokenCounts.of(enc)
+        if after_cut is not None:
+            side = TokenCounts(prompt=min(side.prompt, limit), total=limit, trained=after_cut, truncated=True)
+        counts.append(side)
+    return (None, max(counts, key=lambda c: c.total), None, None), example
 
 
 _STATE: dict[str, Any] = {}
@@ -296,7 +374,8 @@ class _Measurer:
             self.pool = None
 
 
-def _collect(path: str, config: DataConfig, measurer: _Measurer, rejects: RejectLog, *, tick: Callable[[int], None]) -> _Collected:
+def _collect(path: str, config: DataConfig, measurer: _Measurer, rejects: RejectLog, *, tick: Callable[[int], None],
+             objective: str | None = None) -> _Collected:
     out = _Collected()
     seen: dict[bytes, tuple[str, int]] = {}
     near = NearDuplicateIndex(config.near_dedup_threshold) if config.near_dedup_threshold else None
@@ -331,7 +410,7 @@ def _collect(path: str, config: DataConfig, measurer: _Measurer, rejects: Reject
             out.items.append(Item(example, key, counts, sig))
         tick(len(done))
 
-    for row, example in normalised(counted(iter_rows(path)), config, rejects, out.formats, out.state):
+    for row, example in normalised(counted(iter_rows(path)), config, rejects, out.formats, out.state, objective=objective):
         out.stages["valid"] += 1
         key = content_key(example)
         if config.dedup:
@@ -415,11 +494,13 @@ def prepare_data(
     progress: bool = True,
     paraphraser: Any = None,
     workers: int | None = None,
+    objective: str | None = None,
 ) -> DataReport:
     """Prepare ``config.path`` into ``out_dir``: train/val/test.jsonl (Example records), rejects.jsonl and
     data_report.json, each written atomically. ``paraphraser`` (a :class:`tunewise.data.augment.Paraphraser`) is
     needed only when ``config.augment_paraphrase`` asks for paraphrases. ``workers`` processes tokenize (default: up to
-    2; 1 = none started). Raises DataError for unusable data."""
+    2; 1 = none started). ``objective`` (the config's: sft, dpo, orpo, kto) makes data in a format that objective cannot
+    train on an error naming both. Raises DataError for unusable data."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -436,10 +517,10 @@ def prepare_data(
     measurer = _Measurer(tokenizer, loss_on, config, need_sigs, workers if workers is not None else min(2, os.cpu_count() or 1))
     with _progress(progress) as tick, atomic_open(rejects_path) as stream, contextlib.closing(measurer), _gc_paused():
         rejects = RejectLog(stream)
-        main = _collect(config.path, config, measurer, rejects, tick=tick)
+        main = _collect(config.path, config, measurer, rejects, tick=tick, objective=objective)
         given_test = None
         if config.test_path:
-            given_test = _collect(config.test_path, config, measurer, rejects, tick=tick)
+            given_test = _collect(config.test_path, config, measurer, rejects, tick=tick, objective=objective)
         _check_shapes(config.path, main, rejects, rejects_path)
         if given_test is not None:
             _check_shapes(config.test_path or "", given_test, rejects, rejects_path)
@@ -491,6 +572,7 @@ def prepare_data(
             "control_chars_cleaned": {"rows": sum(st.cleaned_rows for st in states), "chars": sum(st.cleaned_chars for st in states)},
             "unused": len(unused),
             "augmented": augmented,
+            **preference_counts([it.example for s in SPLITS for it in parts[s]]),
         },
         stages=_stages(main, given_test, items, parts, augmented),
         tokens={s: token_stats([it.tokens for it in parts[s]]) for s in SPLITS},
@@ -510,6 +592,13 @@ def prepare_data(
             write_jsonl(split_path(stage, name), (it.example.to_record() for it in parts[name]))
         write_json(data_report_file(stage), report.to_dict())
     return report
+
+
+def preference_counts(examples: Iterable[Example]) -> dict[str, int]:
+    """``pairs``, ``desirable`` and ``undesirable`` among ``examples`` (only the nonzero ones: SFT data has none)."""
+    counts = Counter("pairs" if e.rejected is not None else "desirable" if e.desirable else "undesirable"
+                     for e in examples if e.rejected is not None or e.desirable is not None)
+    return {k: counts[k] for k in ("pairs", "desirable", "undesirable") if counts[k]}
 
 
 def _check_shapes(path: str, collected: _Collected, rejects: RejectLog, rejects_path: Path) -> None:
@@ -544,6 +633,9 @@ def classify(items: list[Item], collected: _Collected, config: DataConfig) -> Ta
     answer_columns = {ANSWER} | {shape_answer_column(s, config.columns) for s in collected.state.shapes.values()}
     answer_columns.discard(None)  # type: ignore[arg-type]
     field = config.stratify_by
+    unpaired = bool(items) and all(it.example.desirable is not None for it in items)
+    if unpaired and field in (None, "label", "desirable"):  # KTO: each split keeps the desirable / undesirable ratio
+        return Task(kind, labels, "desirable", lambda ex: ex.desirable)
     if field is None:
         if labels:
             return Task(kind, labels, "answer", answer_label)
@@ -586,11 +678,13 @@ def _stages(main: _Collected, test: _Collected | None, items: list[Item], parts:
 def _augment(parts: dict[str, list[Item]], config: DataConfig, tokenizer: Any, loss_on: str, paraphraser: Any) -> dict[str, int]:
     """Add augmented copies to train only (never to val or test); counts by method."""
     counts = {"shuffle": 0, "paraphrase": 0, "rejected": 0, "total": 0}
-    if not (config.augment_shuffle or config.augment_paraphrase) or not parts["train"]:
+    # a preference pair or a marked answer is not augmented: a reworded copy would keep a mark it was never given
+    plain = [it.example for it in parts["train"] if it.example.rejected is None and it.example.desirable is None]
+    if not (config.augment_shuffle or config.augment_paraphrase) or not plain:
         return counts
     from tunewise.data.augment import augment_examples
 
-    new, rejected = augment_examples([it.example for it in parts["train"]], config, paraphraser=paraphraser)
+    new, rejected = augment_examples(plain, config, paraphraser=paraphraser)
     counts["rejected"] = rejected
     if new:
         _init_worker(tokenizer, loss_on, config, False)

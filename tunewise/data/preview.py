@@ -44,14 +44,22 @@ def preview_examples(
 ) -> None:
     """Print the first ``n`` examples as the model sees them, each with its token counts."""
     for i, example in enumerate(examples[:n]):
-        text, total, trained = render_tokens(example, tokenizer, loss_on, max_tokens)
         where = f"{example.meta.get('source', '?')}:{example.meta.get('line', '?')}" if example.meta else ""
-        extra = f", augmented ({example.meta['augmented']})" if example.meta.get("augmented") else ""
-        cut = f", cut to {max_tokens}" if max_tokens and total >= max_tokens and example.meta.get("truncated") else ""
-        share = f"{trained / total:.0%}" if total else "0%"
         console.rule(f"example {i + 1}  {where}")
-        console.print(f"[bold]{total}[/bold] tokens, [bold green]{trained}[/bold green] trained ({share}){extra}{cut}")
-        console.print(text, highlight=False, markup=False)
+        # a pair shows both sides, a KTO answer its mark; both as the preference objectives score them (last answer)
+        mode = "last_turn" if example.rejected is not None or example.desirable is not None else loss_on
+        if example.desirable is not None:
+            console.print("[bold green]desirable[/bold green] answer" if example.desirable
+                          else "[bold red]undesirable[/bold red] answer")
+        sides = [("chosen", example), ("rejected", example.rejected_example())] if example.rejected is not None else [(None, example)]
+        for side, shown in sides:
+            text, total, trained = render_tokens(shown, tokenizer, mode, max_tokens)  # type: ignore[arg-type]
+            extra = f", augmented ({example.meta['augmented']})" if example.meta.get("augmented") else ""
+            cut = f", cut to {max_tokens}" if max_tokens and total >= max_tokens and example.meta.get("truncated") else ""
+            share = f"{trained / total:.0%}" if total else "0%"
+            head = f"[bold]{side}:[/bold] " if side else ""
+            console.print(f"{head}[bold]{total}[/bold] tokens, [bold green]{trained}[/bold green] trained ({share}){extra}{cut}")
+            console.print(text, highlight=False, markup=False)
     console.print(Text.assemble(("trained", TRAINED[0]), "  ", ("masked (not trained)", MASKED)))
 
 

@@ -133,6 +133,10 @@ def describe_loading(data: dict[str, Any]) -> list[str]:
         shown = ", ".join(labels[:12]) + (f", ... ({len(labels)} in all)" if len(labels) > 12 else "")
         lines.append(f"task: classification, {len(labels)} labels ({shown}); split stratified by {task.get('label_field')}")
     counts = data.get("counts", {})
+    if counts.get("pairs"):
+        lines.append(f"preference pairs: {counts['pairs']:,} (prompt, chosen, rejected)")
+    if counts.get("desirable") or counts.get("undesirable"):
+        lines.append(f"marked answers (KTO): {counts.get('desirable', 0):,} desirable, {counts.get('undesirable', 0):,} undesirable")
     cleaned = counts.get("control_chars_cleaned") or {}
     if cleaned.get("rows"):
         lines.append(f"control characters removed: {cleaned['chars']:,} in {cleaned['rows']:,} rows (data.clean_control_chars)")

@@ -17,7 +17,7 @@ def clean_control_chars(example: Example) -> int:
     """Remove invisible control characters (C0 except tab, newline and carriage return; DEL; C1) from every message
     of ``example`` in place; returns how many were removed."""
     removed = 0
-    for m in example.messages:
+    for m in [*example.messages, *(example.rejected or [])]:
         content = m.get("content")
         if isinstance(content, str) and _CONTROL.search(content):
             cleaned, n = _CONTROL.subn("", content)
@@ -27,8 +27,16 @@ def clean_control_chars(example: Example) -> int:
 
 
 def check_example(example: Example) -> None:
-    """Raise RowError when the example cannot be trained on as it is."""
-    messages = example.messages
+    """Raise RowError when the example cannot be trained on as it is (a preference pair: both of its sides)."""
+    _check_messages(example.messages)
+    if example.rejected is not None:
+        try:
+            _check_messages(example.rejected_example().messages)
+        except RowError as err:
+            raise RowError(err.code, f"rejected side: {err.message}") from None
+
+
+def _check_messages(messages: list[dict[str, Any]]) -> None:
     if not messages:
         raise RowError("empty_field", "the conversation has no messages")
     if len(messages) == 1 and messages[0]["role"] == "text":

@@ -291,14 +291,15 @@ def create_app(server: Server) -> FastAPI:
 
     @app.post("/v1/feedback")
     def feedback(req: FeedbackRequest) -> dict[str, Any]:
-        if req.score is None and req.reference is None:
-            raise APIError(400, "send a score (0 to 1) or a reference answer", param="score", code="invalid_value")
+        if req.score is None and req.reference is None and req.rating is None and req.preferred is None:
+            raise APIError(400, "send a score (0 to 1), a reference answer, a rating (up or down) or a preferred "
+                           "answer", param="score", code="invalid_value")
         variant = server.log.variant_of(req.id)
         if variant is None:
             raise APIError(404, f"no response with id {req.id!r} was served by this server", param="id",
                            code="response_not_found")
         server.log.write(FEEDBACK, {"id": req.id, "variant": variant, "score": req.score, "reference": req.reference,
-                                    "comment": req.comment})
+                                    "rating": req.rating, "preferred": req.preferred, "comment": req.comment})
         return {"object": "feedback", "id": req.id, "variant": variant}
 
     return app

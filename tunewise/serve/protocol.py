@@ -94,13 +94,17 @@ class CompletionRequest(_Request):
 
 
 class FeedbackRequest(BaseModel):
-    """tunewise's extension: a score in [0, 1] and/or a reference answer for an earlier response ``id``."""
+    """tunewise's extension: on an earlier response ``id``, a score in [0, 1], a reference answer, a thumbs ``rating``
+    (up / down) and/or a ``preferred`` alternative answer (``tunewise data from-feedback`` turns the last two into KTO
+    or DPO data)."""
 
     model_config = ConfigDict(allow_inf_nan=False)
 
     id: str
     score: float | None = Field(None, ge=0, le=1)
     reference: str | None = None
+    rating: Literal["up", "down"] | None = None
+    preferred: str | None = Field(None, min_length=1)
     comment: str | None = None
 
 
