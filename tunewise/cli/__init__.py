@@ -212,6 +212,7 @@ def eval_command(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
     max_examples: Optional[int] = typer.Option(None, "--max-examples"),
     split: str = typer.Option("test", help="Which prepared split to evaluate on (run mode)"),
+    name: Optional[str] = typer.Option(None, "--name", help="The model's name in OUT's file names, e.g. base (--model PATH mode; default: the folder's name)"),
 ) -> None:
     """Generate answers and score them: on a run's test split (RUN/eval/), or any model on any test file."""
     quiet_libraries()
@@ -221,7 +222,7 @@ def eval_command(
             fail("pass either a run directory (RUN --model base|tuned) or --model PATH --data FILE, not both")
         if model in ("tuned", "base"):
             fail("--model must name a model folder, adapter folder or run directory when no run is given")
-        _eval_standalone(model, data, out, names, max_new_tokens, max_examples)
+        _eval_standalone(model, data, out, names, max_new_tokens, max_examples, name)
         return
     from tunewise.evaluate.run import evaluate_run
     from tunewise.runs import config_of_run
@@ -242,10 +243,11 @@ def eval_command(
 
 
 def _eval_standalone(model: str, data: Optional[Path], out: Optional[Path], names: Optional[list[str]],
-                     max_new_tokens: Optional[int], max_examples: Optional[int]) -> None:
+                     max_new_tokens: Optional[int], max_examples: Optional[int], name: Optional[str] = None) -> None:
     from tunewise.evaluate.standalone import evaluate_model
 
-    result = guarded(lambda: evaluate_model(model, data, out, metrics=names, max_new_tokens=max_new_tokens, max_examples=max_examples))
+    result = guarded(lambda: evaluate_model(model, data, out, metrics=names, max_new_tokens=max_new_tokens,
+                                            max_examples=max_examples, name=name))
     console.print(f"{result['model']} on {result['n']} examples -> {result['out_dir']}")
     for name, value in result["metrics"].items():
         console.print(f"{name}: {value:.4f}")

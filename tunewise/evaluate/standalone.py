@@ -16,7 +16,8 @@ DEFAULT_METRICS = ("exact_match", "accuracy", "token_f1")
 
 
 def read_examples(data: str | Path, max_examples: int | None = None) -> list[Example]:
-    """Test examples with an assistant answer from any format tunewise reads (chat, alpaca, sharegpt, completion)."""
+    """Test examples with an assistant answer from any format tunewise reads (chat, alpaca, sharegpt, completion,
+    preference pairs: their chosen answer is the reference)."""
     from tunewise.data.formats import detect_format, normalize
     from tunewise.data.io import iter_rows
 
@@ -57,6 +58,7 @@ def evaluate_model(
     """
     source = classify(model)
     eval_cfg = None
+    config = None
     if source.run_dir is not None:
         from tunewise.runs import config_of_run
 
@@ -80,6 +82,12 @@ def evaluate_model(
         batch_size=batch_size or (eval_cfg.batch_size if eval_cfg else 16),
         progress=progress,
     )
+    if any(e.rejected for e in examples):  # preference pairs: the share ranked chosen-first (evaluate/preference.py)
+        from tunewise.config import Config
+        from tunewise.evaluate.preference import add_preference_scores, score_pairs
+
+        add_preference_scores(records, scored, score_pairs(loaded, tokenizer, examples, config or Config(),
+                                                           batch_size=batch_size or 8, progress=progress))
     result = {"model": name, "model_path": source.path, "base_model": source.base, "data": str(data), **scored}
     in_run = source.run_dir is not None and out_dir == source.run_dir / "eval"
     plots_dir = source.run_dir / "plots" if in_run and source.run_dir is not None else out_dir / "plots"
