@@ -93,9 +93,9 @@ def measure(args: argparse.Namespace, max_batch: int, clients: int, convs: list)
                              stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     info = json.loads(child.stdout.readline())
     url = info["url"] + ("" if info["url"].endswith("/v1") else "/v1")
-    drive(url, info["model"], [convs[:1]], 4)  # warm-up
     per_client = len(convs) // clients
     work = [convs[i * per_client:(i + 1) * per_client] for i in range(clients)]
+    drive(url, info["model"], [w[:1] for w in work], 4)  # warm-up: one short round of this configuration's load
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results, wall = drive(url, info["model"], work, args.max_tokens)
     child.stdin.close()
@@ -105,7 +105,7 @@ def measure(args: argparse.Namespace, max_batch: int, clients: int, convs: list)
     return {"max_batch": max_batch, "clients": clients, "requests": len(results), "wall_s": wall,
             "requests_per_s": len(results) / wall, "median_s": statistics.median(latencies),
             "p95_s": latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))],
-            "answers": {r[2]: r[1] for r in results}, "batch_sizes": sizes[1:], "load": load}
+            "answers": {r[2]: r[1] for r in results}, "batch_sizes": sizes, "load": load}
 
 
 def main() -> None:

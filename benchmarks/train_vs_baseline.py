@@ -12,10 +12,11 @@ each (side, seed) runs in its own process, in the order A B B A A B ...; the eva
 distribution. Three row shapes (benchmarks/bench_rows.py): ``short`` (the bundled topics, shared system prompt),
 ``long`` (200-400 tokens), ``mixed`` (30-1,000 tokens).
 
-Printed per shape: tokens/s (the rows' real tokens x epochs / trainer.train() seconds, the same count for both),
+Printed per shape: tokens/s (the rows' real tokens x epochs / trainer.train() seconds, the same count for both) and
+tokens per CPU second of trainer.train() (each side runs one thread: what a shared machine's load does not change),
 wall time of trainer.train() and of the whole process, peak RSS (each process its own), eval loss, each as the mean
 and the spread (min-max) over seeds, and the ratios b/a. Also the machine's matmul peak (fp32, 1 thread, measured
-here) and the achieved model FLOP/s as a fraction of it (:func:`model_flops` says what counts). Writes a JSON.
+here, the best sample of every process) and the achieved model FLOP/s per CPU second as a fraction of it (:func:`model_flops` says what counts). Writes a JSON.
 
     OMP_NUM_THREADS=1 python benchmarks/train_vs_baseline.py --seeds 1               # quick: one seed per side
     OMP_NUM_THREADS=1 python benchmarks/train_vs_baseline.py --shapes short --seeds 3
@@ -105,8 +106,9 @@ def model_flops(model, encoded: list[dict], epochs: float) -> float:
     return epochs * ((4 * frozen + 6 * trainable) * tokens + attention + 4 * vocab * hidden * trained)
 
 
-def matmul_peak(seconds: float = 3.0, n: int = 1024) -> float:
-    """The machine's fp32 matmul FLOP/s on one thread (best of repeated n x n products)."""
+def matmul_peak(seconds: float = 3.0, n: int = 512) -> float:
+    """The machine's fp32 matmul FLOP/s on one thread: the best of repeated n x n products (each a few ms, so some run
+    within one scheduler slice on a loaded machine; the benchmark takes the best over every process's sample)."""
     import torch
 
     torch.set_num_threads(1)
@@ -117,6 +119,33 @@ def matmul_peak(seconds: float = 3.0, n: int = 1024) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def cpu_s() -> float:
+    """This process's CPU time (user + system): on a shared machine, throughput per CPU second is what load does not
+    change (each side runs one thread)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuClock:
+    """A TrainerCallback recording the process CPU time spent inside trainer.train()."""
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, *a, **k):  # noqa: ANN002, ANN003
+                clock.start = cpu_s()
+
+            def on_train_end(self, *a, **k):  # noqa: ANN002, ANN003
+                clock.spent = cpu_s() - clock.start
+
+        self.start, self.spent, self.callback = 0.0, 0.0, _Callback()
 
 
 def run_plain(args: argparse.Namespace, rows: list[dict], eval_rows: list[dict]) -> dict:
@@ -137,11 +166,13 @@ def run_plain(args: argparse.Namespace, rows: list[dict], eval_rows: list[dict])
         remove_unused_columns=False,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    trainer = Trainer(model=model, args=training_args, train_dataset=encoded, data_collator=collator)
+    clock = CpuClock()
+    trainer = Trainer(model=model, args=training_args, train_dataset=encoded, data_collator=collator,
+                      callbacks=[clock.callback])
     started = time.time()
     trainer.train()
     wall = time.time() - started
-    return {"train_s": wall, "eval_loss": score(model, tokenizer, eval_rows), "flops": model_flops(model, encoded, args.epochs)}
+    return {"train_s": wall, "train_cpu_s": clock.spent, "eval_loss": score(model, tokenizer, eval_rows), "flops": model_flops(model, encoded, args.epochs)}
 
 
 def run_tunewise(args: argparse.Namespace, rows: list[dict], eval_rows: list[dict]) -> dict:
@@ -166,14 +197,15 @@ def run_tunewise(args: argparse.Namespace, rows: list[dict], eval_rows: list[dic
     atomic_write_jsonl(run.data / "train.jsonl", rows)
     # the held-out rows are the validation file a user would give: tunewise's default evaluation cadence is charged
     atomic_write_jsonl(run.data / "val.jsonl", eval_rows)
-    summary = train_run(config, run.root)
+    clock = CpuClock()
+    summary = train_run(config, run.root, callbacks=[clock.callback])
     model, tokenizer = load_for_eval(config, "tuned", run, device="cuda" if torch.cuda.is_available() else "cpu",
                                      dtype=torch.float32)
     encoded = [plain_encode(tokenizer, r) for r in rows]
     from tunewise.rundir import read_jsonl as read_metrics
 
     eval_s = sum(r.get("eval_runtime", 0.0) for r in read_metrics(run.metrics))  # in-training evaluation time
-    return {"train_s": summary["train_time_s"], "eval_loss": score(model, tokenizer, eval_rows),
+    return {"train_s": summary["train_time_s"], "train_cpu_s": clock.spent, "eval_loss": score(model, tokenizer, eval_rows),
             "flops": model_flops(model, encoded, args.epochs), "steps": summary["steps"], "in_training_eval_s": eval_s,
             "eval_sample_examples": summary.get("eval_sample_examples")}
 
@@ -191,6 +223,7 @@ def child(args: argparse.Namespace) -> None:
     if torch.cuda.is_available():
         result["peak_rss_mb"] = torch.cuda.max_memory_allocated() / 2**20
     result["process_s"] = time.time() - started
+    result["matmul_peak"] = matmul_peak(2.0)  # the machine's peak, sampled again: the best sample over all counts
     print("RESULT " + json.dumps(result))
 
 
@@ -205,7 +238,7 @@ def spread(values: list[float], fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(mean)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 
-def bench_shape(shape: str, args: argparse.Namespace, peak: float) -> dict:
+def bench_shape(shape: str, args: argparse.Namespace, peak: list[float]) -> dict:
     from bench_rows import shape_rows
     from tunewise.models import load_tokenizer
 
@@ -232,23 +265,33 @@ def bench_shape(shape: str, args: argparse.Namespace, peak: float) -> dict:
                 sys.exit(f"{shape} {side} seed {seed} failed:\n{out.stderr[-3000:]}")
             result = json.loads(line[7:])
             result.update(seed=seed, tokens_per_s=tokens / result["train_s"], load_before=load_before, load_after=load_avg(),
-                          flops_fraction=result["flops"] / result["train_s"] / peak)
+                          tokens_per_cpu_s=tokens / max(result["train_cpu_s"], 1e-9))
+            peak[0] = max(peak[0], result["matmul_peak"])
             runs[side].append(result)
-            print(f"  {shape} {side:>8} seed {seed}: {result['tokens_per_s']:.1f} tokens/s, {result['train_s']:.1f} s, "
+            print(f"  {shape} {side:>8} seed {seed}: {result['tokens_per_s']:.1f} tokens/s ({result['tokens_per_cpu_s']:.1f} "
+                  f"per CPU s), {result['train_s']:.1f} s, "
                   f"{result['peak_rss_mb']:.0f} MiB, eval loss {result['eval_loss']:.4f}  (load {load_before} -> "
                   f"{result['load_after']})", flush=True)
     return {"rows": len(rows), "eval_rows": len(eval_rows), "batch": batch, "tokens": tokens, "runs": runs}
 
 
-def report(results: dict, args: argparse.Namespace, peak: float) -> None:
+def report(results: dict, args: argparse.Namespace, peak: list[float]) -> None:
     print(f"\nmodel {args.model}, LoRA r16 alpha32 all-linear, lr {args.lr}, {args.epochs} epoch(s), {args.seeds} seed(s) "
-          f"per side; matmul peak {peak / 1e9:.1f} GFLOP/s (fp32, 1 thread); mean [min-max] over seeds")
-    header = f"{'shape':>6} {'side':>9} {'tokens/s':>20} {'train s':>20} {'process s':>20} {'peak MiB':>20} {'eval loss':>26} {'MFU':>6}"
+          f"per side; matmul peak {peak[0] / 1e9:.1f} GFLOP/s (fp32, 1 thread, best sample); MFU = model FLOPs per CPU "
+          f"second of training / peak; mean [min-max] over seeds")
+    peak = peak[0]
+    for r in results.values():
+        for runs in r["runs"].values():
+            for x in runs:
+                x["flops_fraction"] = x["flops"] / max(x["train_cpu_s"], 1e-9) / peak  # per CPU second: load-independent
+    header = (f"{'shape':>6} {'side':>9} {'tokens/s':>20} {'tokens/CPU s':>20} {'train s':>20} {'process s':>20} "
+              f"{'peak MiB':>20} {'eval loss':>26} {'MFU':>6}")
     print(header)
     for shape, r in results.items():
         for side in ("plain", "tunewise"):
             runs = r["runs"][side]
             print(f"{shape:>6} {side:>9} {spread([x['tokens_per_s'] for x in runs]):>20} "
+                  f"{spread([x['tokens_per_cpu_s'] for x in runs]):>20} "
                   f"{spread([x['train_s'] for x in runs]):>20} {spread([x['process_s'] for x in runs]):>20} "
                   f"{spread([x['peak_rss_mb'] for x in runs], '{:.0f}'):>20} "
                   f"{spread([x['eval_loss'] for x in runs], '{:.4f}'):>26} "
@@ -257,9 +300,11 @@ def report(results: dict, args: argparse.Namespace, peak: float) -> None:
         eval_share = statistics.fmean(x.get("in_training_eval_s", 0.0) / x["train_s"] for x in b)
         mean = lambda runs, k: statistics.fmean(x[k] for x in runs)  # noqa: E731
         r["ratios"] = {"speed": mean(b, "tokens_per_s") / mean(a, "tokens_per_s"),
+                       "speed_per_cpu_s": mean(b, "tokens_per_cpu_s") / mean(a, "tokens_per_cpu_s"),
                        "peak_rss": mean(b, "peak_rss_mb") / mean(a, "peak_rss_mb"),
                        "eval_loss": mean(b, "eval_loss") / mean(a, "eval_loss")}
-        print(f"{shape:>6} {'b/a':>9} {r['ratios']['speed']:>19.2f}x {'':>20} {'':>20} {r['ratios']['peak_rss']:>20.2f} "
+        print(f"{shape:>6} {'b/a':>9} {r['ratios']['speed']:>19.2f}x {r['ratios']['speed_per_cpu_s']:>19.2f}x {'':>20} "
+              f"{'':>20} {r['ratios']['peak_rss']:>20.2f} "
               f"{r['ratios']['eval_loss']:>26.3f}   ({r['rows']} rows x batch {r['batch']}, {r['eval_rows']} eval rows; "
               f"tunewise's in-training evaluation {eval_share:.1%} of its training time)")
 
@@ -282,14 +327,14 @@ def main() -> None:
     if args.side:
         child(args)
         return
-    peak = matmul_peak()
-    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s (load {load_avg()})", flush=True)
+    peak = [matmul_peak()]  # raised by every child's own sample
+    print(f"matmul peak {peak[0] / 1e9:.1f} GFLOP/s (load {load_avg()})", flush=True)
     results = {shape: bench_shape(shape, args, peak) for shape in args.shapes.split(",")}
     report(results, args, peak)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": args.model, "epochs": args.epochs, "seeds": args.seeds, "lr": args.lr,
-                               "tunewise_training": args.tunewise_training, "matmul_peak_flops": peak,
+                               "tunewise_training": args.tunewise_training, "matmul_peak_flops": peak[0],
                                "shapes": results}, indent=1), encoding="utf-8")
     print(f"wrote {out}")
 
