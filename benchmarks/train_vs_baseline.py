@@ -329,13 +329,16 @@ def main() -> None:
         return
     peak = [matmul_peak()]  # raised by every child's own sample
     print(f"matmul peak {peak[0] / 1e9:.1f} GFLOP/s (load {load_avg()})", flush=True)
-    results = {shape: bench_shape(shape, args, peak) for shape in args.shapes.split(",")}
-    report(results, args, peak)
+    results: dict = {}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": args.model, "epochs": args.epochs, "seeds": args.seeds, "lr": args.lr,
-                               "tunewise_training": args.tunewise_training, "matmul_peak_flops": peak[0],
-                               "shapes": results}, indent=1), encoding="utf-8")
+    for shape in args.shapes.split(","):
+        results[shape] = bench_shape(shape, args, peak)
+        report({shape: results[shape]}, args, peak)  # each shape's table as soon as it is measured
+        out.write_text(json.dumps({"model": args.model, "epochs": args.epochs, "seeds": args.seeds, "lr": args.lr,
+                                   "tunewise_training": args.tunewise_training, "matmul_peak_flops": peak[0],
+                                   "shapes": results}, indent=1), encoding="utf-8")
+    report(results, args, peak)
     print(f"wrote {out}")
 
 
