@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=4, help="requests per client")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--wait-ms", type=float, default=10.0)
+    parser.add_argument("--wait-ms", type=float, default=20.0)
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "serve_batching.json"))
     parser.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--max-batch", type=int, default=8, help=argparse.SUPPRESS)

@@ -2,7 +2,8 @@
 
 Each variant gets one :class:`Batcher` thread. A request hands it its prompt, its token budget, the queue its
 :class:`tunewise.serve.engine.Generation` reads tokens from, and its cancel event. The batcher takes the first waiting
-request, waits up to ``wait_s`` for more (at most ``max_batch``), and generates for all of them at once: rows left
+request, waits up to ``wait_s`` for more, the window restarting at each arrival (at most ``max_batch`` rows,
+at most ``MAX_WAIT_WINDOWS`` windows), and generates for all of them at once: rows left
 padded (a shared system prompt computed once, tunewise/evaluate/shared_prefix.py), each row's tokens streamed to its
 own queue as they come, each row stopped on its own (its stop token, its budget, or its client gone) and answered at
 once, without waiting for the longest row of the batch. Greedy answers are those of one request at a time.
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 END = object()  # put on a request's queue after its last token (the engine's sentinel)
 MAX_BATCH = 8
-WAIT_S = 0.01
+WAIT_S = 0.02  # a lone request waits this long for company (~1% of a 2 s answer)
+MAX_WAIT_WINDOWS = 5  # a burst is collected for at most 5 windows (100 ms)
 
 
 @dataclass
@@ -70,11 +72,15 @@ class Batcher:
         self.pending.put(Request(list(prompt_ids), max_tokens, tokens, cancel))
 
     def _collect(self) -> list[Request]:
+        """The first waiting request and those that follow it closely: the window restarts at each arrival (clients
+        that start "together" arrive spread over tens of ms on a busy machine), up to ``MAX_WAIT_WINDOWS`` windows."""
         batch = [self.pending.get()]
-        deadline = time.perf_counter() + self.wait_s
+        cap = time.perf_counter() + MAX_WAIT_WINDOWS * self.wait_s
+        deadline = min(cap, time.perf_counter() + self.wait_s)
         while len(batch) < self.max_batch:
             try:  # what queued up during the last batch is taken at once; then wait out the window
                 batch.append(self.pending.get_nowait())
+                deadline = min(cap, time.perf_counter() + self.wait_s)
                 continue
             except queue.Empty:
                 pass
@@ -83,6 +89,7 @@ class Batcher:
                 break
             try:
                 batch.append(self.pending.get(timeout=remaining))
+                deadline = min(cap, time.perf_counter() + self.wait_s)
             except queue.Empty:
                 break
         return batch
