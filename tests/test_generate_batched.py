@@ -43,7 +43,7 @@ def test_common_prefix_leaves_every_row_a_token() -> None:
 
 
 def test_batched_answers_equal_one_at_a_time(tiny_model: Any, tiny_tokenizer: Any, monkeypatch: Any) -> None:
-    convs = conversations(12)
+    convs = conversations(8)
     used: list[int] = []
     original = shared_prefix.prefix_batch
 
@@ -53,10 +53,10 @@ def test_batched_answers_equal_one_at_a_time(tiny_model: Any, tiny_tokenizer: An
         return batch
 
     monkeypatch.setattr("tunewise.evaluate.generate.prefix_batch", counting)
-    batched = generate(tiny_model, tiny_tokenizer, convs, max_new_tokens=12, batch_size=5)
+    batched = generate(tiny_model, tiny_tokenizer, convs, max_new_tokens=10, batch_size=5)
     assert used and all(used), "the shared system prompt was not computed once per batch"
-    padded_only = generate(tiny_model, tiny_tokenizer, convs, max_new_tokens=12, batch_size=5, share_prefix=False)
-    single = [generate(tiny_model, tiny_tokenizer, [c], max_new_tokens=12, batch_size=1)[0] for c in convs]
+    padded_only = generate(tiny_model, tiny_tokenizer, convs, max_new_tokens=10, batch_size=5, share_prefix=False)
+    single = [generate(tiny_model, tiny_tokenizer, [c], max_new_tokens=10, batch_size=1)[0] for c in convs]
     assert [r["new_tokens"] for r in single] != [0] * len(single)
     assert batched == single
     assert padded_only == single
