@@ -221,6 +221,10 @@ class TrainingConfig(_Section):
     eval_generation_examples: Int = Field(
         64, gt=0, description="Validation examples generated at each evaluation when metric_for_best_model is not eval_loss."
     )
+    eval_budget: Float = Field(
+        0.05, gt=0, le=1, description="Share of the training time the in-training evaluations may take: a larger "
+        "validation split is evaluated on a fixed seeded sample of it during training (1 = always all of it).",
+    )
     sharding: Literal["fsdp", "zero2", "zero3"] | None = Field(
         None, description="Shard the model over the processes (docs/scale.md): fsdp = PyTorch FSDP2 (weights, gradients "
         "and optimizer states; CPU and GPU), zero2 / zero3 = DeepSpeed ZeRO stage 2 / 3 (GPU, the deepspeed extra). The "

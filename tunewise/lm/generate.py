@@ -9,6 +9,7 @@ import torch
 
 from tunewise.lm.adapters import virtual_token_count
 from tunewise.lm.chat import render_prompt
+from tunewise.lm.shared_prefix import prefix_batch, supports_prefix_cache
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
@@ -61,12 +62,14 @@ def generate(
     max_new_tokens: int = 64,
     batch_size: int = 16,
     progress: Any = None,
+    share_prefix: bool = True,
 ) -> list[dict[str, Any]]:
     """Answer each conversation (its messages up to the answer). Returns per conversation ``text``,
     ``new_tokens`` and ``stopped`` (whether it ended with a stop token rather than at ``max_new_tokens``).
 
     Prompts are sorted by length so each batch pads little, and restored to input order at the end.
-    ``progress`` is an optional callable taking the number of conversations just finished.
+    ``progress`` is an optional callable taking the number of conversations just finished. ``share_prefix``: the
+    tokens all prompts of a batch start with are computed once (same answers; tunewise/lm/shared_prefix.py).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -78,8 +81,13 @@ def generate(
     results: list[dict[str, Any] | None] = [None] * len(prompts)
     if batch_dependent(model):
         batch_size = 1
+    share_prefix = share_prefix and supports_prefix_cache(model)
     for idx in batches(order, [len(e) for e in encoded], batch_size, same_length=virtual_token_count(model) > 0):
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
+        rows = [encoded[i] for i in idx]
+        # perf: a shared system prompt / template header is computed once per batch (tunewise/lm/shared_prefix.py)
+        batch = prefix_batch(model, rows, tokenizer.pad_token_id) if len(idx) > 1 and share_prefix else None
+        if batch is None:
+            batch = tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(device)
         with warnings.catch_warnings():
             # PEFT prompt tuning drops the position ids generate() builds; batches of one length need none
             warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
@@ -90,7 +98,7 @@ def generate(
                 eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
             )
-        new = output[:, batch["input_ids"].shape[1] :]
+        new = output[:, batch["input_ids"].shape[1] :]  # (with a shared prefix, input_ids hold it too)
         for row, i in zip(new.tolist(), idx):
             cut = next((k for k, t in enumerate(row) if t in stops), None)
             tokens = row if cut is None else row[:cut]

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunewise.lm.chat import render_prompt
+from tunewise.serve.batching import MAX_BATCH, WAIT_S, batchable, batcher_for
 from tunewise.serve.engine import Generation, GenerationParams
 from tunewise.serve.logs import ERRORS, FEEDBACK, RequestLog
 from tunewise.serve.protocol import (
@@ -43,7 +44,8 @@ class Server:
     """The state behind the routes: variants, the split, limits and the request log."""
 
     def __init__(self, variants: Mapping[str, Variant], log_dir: str | Path, *, split: TrafficSplit | None = None,
-                 max_tokens: int = 512, default_max_tokens: int = 128, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+                 max_tokens: int = 512, default_max_tokens: int = 128, max_body_bytes: int = MAX_BODY_BYTES,
+                 max_batch: int = MAX_BATCH, batch_wait_s: float = WAIT_S) -> None:
         if max_body_bytes < 1:
             raise ValueError(f"the request size limit must be at least 1 byte, got {max_body_bytes}")
         self.max_body_bytes = max_body_bytes
@@ -58,6 +60,13 @@ class Server:
         self.max_tokens, self.default_max_tokens = max_tokens, min(default_max_tokens, max_tokens)
         self.log = RequestLog(log_dir)
         self.created = int(time.time())
+        self.max_batch, self.batch_wait_s = max_batch, batch_wait_s  # perf: dynamic batching (1 = off)
+
+    def batcher(self, variant: Variant, params: GenerationParams) -> Any:
+        """The variant's dynamic batcher for a request with ``params``; None when it is generated alone."""
+        if self.max_batch <= 1 or not batchable(variant.model, params.temperature):
+            return None
+        return batcher_for(variant, max_batch=self.max_batch, wait_s=self.batch_wait_s)
 
     def route(self, model: str, user: str | None) -> tuple[Variant, str]:
         """(variant, assignment) for a request's ``model``: a variant's name, or the split's name."""
@@ -214,7 +223,8 @@ def create_app(server: Server) -> FastAPI:
         max_tokens = server.budget(variant, req.requested_tokens(), len(prompt_ids), param)
         chat = endpoint == "chat.completions"
         rid = new_id("chatcmpl" if chat else "cmpl")
-        generation = Generation(variant, prompt_ids, _params(req, max_tokens))
+        params = _params(req, max_tokens)
+        generation = Generation(variant, prompt_ids, params, batcher=server.batcher(variant, params))
         record = {"id": rid, "variant": variant.name, "requested_model": req.model, "assignment": assignment,
                   "endpoint": endpoint, "user": req.user_id, "stream": req.stream,
                   "request": {**request_record, "max_tokens": max_tokens, "temperature": req.temperature,

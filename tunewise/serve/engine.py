@@ -1,4 +1,4 @@
-"""Generation for the server: one request at a time per loaded model, streamed token by token.
+"""Generation for the server: streamed token by token, greedy requests batched (tunewise/serve/batching.py).
 
 ``model.generate`` runs in a worker thread and hands each new token to a queue (a transformers streamer); the
 request's thread decodes the tokens incrementally, cuts the text at a stop string (holding back a possible start
@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from tunewise.lm.generate import stop_token_ids
 from tunewise.serve.variants import Variant
 
-_END = object()
+from tunewise.serve.batching import END as _END  # one sentinel for both paths
 
 
 @dataclass
@@ -43,12 +43,18 @@ class Generation:
     completion_tokens: int = 0
     ttft_s: float | None = None
     started: float = field(default_factory=time.perf_counter)
+    # perf: a greedy request joins the variant's dynamic batch (tunewise/serve/batching.py); None = its own generate
+    batcher: Any = None
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def __iter__(self) -> Iterator[str]:
         tokens: queue.Queue = queue.Queue()
-        worker = threading.Thread(target=self._run, args=(tokens,), daemon=True)
-        worker.start()
+        worker = None
+        if self.batcher is not None:
+            self.batcher.submit(self.prompt_ids, self.params.max_tokens, tokens, self._cancel)
+        else:
+            worker = threading.Thread(target=self._run, args=(tokens,), daemon=True)
+            worker.start()
         ids: list[int] = []
         stops = set(stop_token_ids(self.variant.tokenizer, self.variant.model))
         sent = 0  # characters of the decoded text already yielded
@@ -87,7 +93,8 @@ class Generation:
                 self.finish_reason = "length" if self.completion_tokens >= self.params.max_tokens else "stop"
         finally:
             self._cancel.set()  # a consumer that stops early (stop string, client gone) ends the generation
-            worker.join()
+            if worker is not None:
+                worker.join()
 
     def run(self) -> "Generation":
         """Generate to the end without streaming."""

@@ -190,6 +190,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         raise ConfigError(f"{train_file} has no example with a trained token; check the data and training.loss_on "
                           f"(now {config.training.loss_on!r})")
 
+    n_val = len(val_encoded)
+    val_encoded = sample_for_evaluation(config, train_encoded, val_encoded)  # perf: training.eval_budget
     model, precision, dtype = load_for_training(config, method)
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable of %s parameters", method.name, f"{trainable:,}", f"{total:,}")
@@ -246,7 +248,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "trainable_parameters": trainable,
         "total_parameters": total,
         "train_examples": len(train_encoded),
-        "val_examples": len(val_encoded),
+        "val_examples": n_val,
+        "eval_sample_examples": len(val_encoded),  # evaluated during training (training.eval_budget)
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 4),
         "train_loss_mean": result.training_loss,
@@ -278,6 +281,22 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     if trainer.is_world_process_zero():
         atomic_write_json(run.train_summary, summary)
     return summary
+
+
+def sample_for_evaluation(config: Config, train: list[Any], val: list[Any]) -> list[Any]:
+    """The validation rows the in-training evaluations use: all, or a sample within training.eval_budget (encoded
+    examples, or an objective's features: sized by their first row)."""
+    from tunewise.train.eval_budget import eval_sample, training_tokens_between_evaluations
+
+    t = config.training
+    between = training_tokens_between_evaluations(
+        [len(_row(e)["input_ids"]) for e in train], eval_steps=t.eval_steps, batch=t.per_device_train_batch_size,
+        accumulation=t.gradient_accumulation_steps, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    sample = eval_sample(val, [len(_row(e)["input_ids"]) for e in val], between, t.eval_budget, t.seed)
+    if len(sample) < len(val):
+        log.info("in-training evaluation: %d of %d validation examples (training.eval_budget=%s of the training "
+                 "time); the evaluate stage scores the whole test split", len(sample), len(val), t.eval_budget)
+    return sample
 
 
 @dataclass

@@ -1,0 +1,61 @@
+"""A batch's shared prompt prefix (system prompt, template header) computed once, its KV cache given to every row.
+
+transformers' ``generate`` continues from a ``past_key_values`` it is given ("prefix caching" in its docs) and only
+feeds the tokens after the cache. What it does not do is find the prefix that a batch shares, compute it once and
+lay the rows out around it, which is what this module adds: each row becomes ``prefix + left padding + own suffix``
+with the padding masked, so positions (from the attention mask's cumulative sum) are those of the unpadded prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+# below this many shared tokens a separate prefix forward costs more than it saves
+MIN_SHARED_TOKENS = 8
+
+
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own (generate needs a last token)."""
+    if not rows:
+        return 0
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n
+
+
+def supports_prefix_cache(model: Any) -> bool:
+    """A model whose ``generate`` takes a DynamicCache it did not build (not a PEFT prompt/prefix method, which put
+    virtual tokens before the input)."""
+    from tunewise.lm.adapters import virtual_token_count
+
+    return virtual_token_count(model) == 0 and bool(getattr(model, "_supports_default_dynamic_cache", lambda: True)())
+
+
+def prefix_batch(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, Any] | None:
+    """Inputs for ``model.generate`` (``input_ids``, ``attention_mask``, ``past_key_values``) with the rows' shared
+    prefix computed once; None when they share fewer than :data:`MIN_SHARED_TOKENS` tokens."""
+    from transformers import DynamicCache
+
+    shared = common_prefix_length(rows)
+    if shared < MIN_SHARED_TOKENS:
+        return None
+    device = next(model.parameters()).device
+    prefix = torch.tensor([list(rows[0][:shared])], device=device)
+    cache = DynamicCache(config=getattr(model, "config", None))
+    model(input_ids=prefix, attention_mask=torch.ones_like(prefix), past_key_values=cache, use_cache=True,
+          logits_to_keep=1)
+    cache.batch_repeat_interleave(len(rows))
+    width = max(len(r) for r in rows) - shared
+    ids, mask = [], []
+    for r in rows:
+        suffix = list(r[shared:])
+        gap = width - len(suffix)
+        ids.append(list(r[:shared]) + [pad_id] * gap + suffix)
+        mask.append([1] * shared + [0] * gap + [1] * len(suffix))
+    return {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device),
+            "past_key_values": cache}
