@@ -38,6 +38,9 @@ def export_command(
     max_examples: Optional[int] = typer.Option(None, help="Test examples the quantized quality is measured on"),
     gguf: Optional[list[str]] = typer.Option(None, "--gguf", help="GGUF for llama.cpp/Ollama, verified: f32, f16, bf16, "
                                                                   "q8_0, q5_1, q5_0, q4_1, q4_0 (repeatable)"),
+    to_dir: Optional[Path] = typer.Option(None, "--to-dir", help="Write the shareable layout (model + card + exports) here"),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Upload the same layout to this hub repo (USER/NAME)"),
+    private: bool = typer.Option(False, "--private", help="With --push-to-hub: create the repository private"),
 ) -> None:
     """Merge the adapter, quantize the model and/or write GGUF + Ollama Modelfile, verified and measured (RUN/export/)."""
     cli = _cli()
@@ -45,8 +48,9 @@ def export_command(
 
     from tunewise.pipeline import config_of_run
 
-    if not merge and not quantize and not gguf:
-        cli.fail("say what to export: --merge, --quantize int8|bnb-8bit|bnb-4bit and/or --gguf f16|q8_0|...")
+    if not (merge or quantize or gguf or to_dir or push_to_hub):
+        cli.fail("say what to export: --merge, --quantize int8|bnb-8bit|bnb-4bit, --gguf f16|q8_0|..., --to-dir DIR "
+                 "and/or --push-to-hub USER/NAME")
     cfg, run_dir = cli.guarded(lambda: config_of_run(run))
     if merge:
         from tunewise.export.merge import MergeVerificationError, merge_run
@@ -81,6 +85,13 @@ def export_command(
         cli.console.print(table)
     if gguf:
         _export_gguf(cli, cfg, run_dir, gguf, sample)
+    if to_dir or push_to_hub:  # branch ship: after the exports above, so the shared layout carries them
+        from tunewise.export import hub
+
+        if to_dir:
+            cli.console.print(f"shared layout: {hub.describe(cli.guarded(lambda: hub.export_to_dir(cfg, run_dir.root, to_dir)))}")
+        if push_to_hub:
+            cli.console.print(f"pushed: {hub.describe(cli.guarded(lambda: hub.push_to_hub(cfg, run_dir.root, push_to_hub, private=private)))}")
 
 
 def _export_gguf(cli: Any, cfg: Any, run_dir: Any, types: list[str], sample: int) -> None:

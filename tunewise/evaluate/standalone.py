@@ -40,7 +40,9 @@ def resolve_source(model: str | Path) -> ModelSource:
         return ModelSource(str(run.model), base, path.name, run.root)
     if (path / "adapter_config.json").is_file():
         adapter = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-        base = adapter.get("base_model_name_or_path")
+        from tunewise.export.model_card import local_base  # branch ship: the local copy a tunewise run trained on
+
+        base = local_base(path) or adapter.get("base_model_name_or_path")
         if not base:
             raise ValueError(f"{path / 'adapter_config.json'} names no base_model_name_or_path; set it to the base model's folder or hub id")
         return ModelSource(str(path), base, path.name)
