@@ -1,1 +1,5 @@
+"""tunewise.export: the package; calling it is the Python API's export() (tunewise/api.py)."""
 
+from tunewise.api import callable_package  # branch ship
+
+callable_package(__name__)

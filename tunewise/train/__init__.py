@@ -1,1 +1,5 @@
+"""tunewise.train: the package; calling it is the Python API's train() (tunewise/api.py)."""
 
+from tunewise.api import callable_package  # branch ship
+
+callable_package(__name__)
