@@ -179,7 +179,7 @@ def export_gguf_run(config: Config, run_dir: str | Path, file_types: list[str], 
                                   "sample": len(examples)}
         with atomic_dir(target) as tmp:
             written = write_gguf(source, tmp / name, file_type, tokenizer=tokenizer, name=config.name,
-                                 stop_token_id=stop_id, metadata={"general.source.url": str(config.model)})
+                                 stop_token_id=stop_id, metadata=_general_metadata(config))
             modelfile = modelfile_text(name, segments, [tokenizer.convert_ids_to_tokens(stop_id)],
                                        system=system_prompt, title=f"{config.name} ({file_type}) exported by tunewise")
             (tmp / "Modelfile").write_text(modelfile, encoding="utf-8")
@@ -234,3 +234,13 @@ def _count(types: dict[str, str]) -> dict[str, int]:
     for kind in types.values():
         counts[kind] = counts.get(kind, 0) + 1
     return counts
+
+
+def _general_metadata(config: Config) -> dict[str, str]:
+    """general.* strings: where the base came from and its licence, where known (tunewise/export/model_card.py)."""
+    from tunewise.export.model_card import base_reference
+
+    ref = base_reference(config.model)
+    out = {"general.source.url": f"https://huggingface.co/{ref['hub_id']}" if ref["hub_id"] else None,
+           "general.license": ref["licence"]}
+    return {k: v for k, v in out.items() if v is not None}
