@@ -125,3 +125,23 @@ def test_answers_stream_and_a_gguf_file_chats_like_its_source(tiny_dir: Path, tm
     expected = answer(source, Conversation(), "spell: hello", max_new_tokens=16, on_piece=pieces.append)
     assert len(pieces) > 1 and "".join(pieces).strip() == expected  # streamed, not printed at the end
     assert answer(from_gguf, Conversation(), "spell: hello", max_new_tokens=16) == expected
+
+
+def test_standalone_eval_reads_a_gguf_file(tiny_dir: Path, tiny_tokenizer: Any, tmp_path: Path) -> None:
+    """`tunewise eval --model FILE.gguf --data ...` scores a GGUF export like the folder it was written from."""
+    import json
+
+    from tunewise.evaluate.standalone import evaluate_model
+    from tunewise.export.gguf import write_gguf
+
+    write_gguf(tiny_dir, tmp_path / "tiny-f32.gguf", "f32", tokenizer=tiny_tokenizer, name="tiny",
+               stop_token_id=tiny_tokenizer.eos_token_id)
+    data = tmp_path / "spell.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"spell: {w}"},
+                                                     {"role": "assistant", "content": " ".join(w)}]}) + "\n"
+                            for w in ("cat", "house", "green", "table")), encoding="utf-8")
+    from_file = evaluate_model(tmp_path / "tiny-f32.gguf", data, tmp_path / "a", max_new_tokens=12, metrics=["exact_match"])
+    from_folder = evaluate_model(tiny_dir, data, tmp_path / "b", max_new_tokens=12, metrics=["exact_match"])
+    assert from_file["metrics"] == from_folder["metrics"]
+    answers = lambda d, n: [json.loads(x)["prediction"] for x in (d / f"predictions_{n}.jsonl").read_text().splitlines()]  # noqa: E731
+    assert answers(tmp_path / "a", "tiny-f32.gguf") == answers(tmp_path / "b", tiny_dir.name)

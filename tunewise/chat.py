@@ -45,17 +45,15 @@ def _gguf_file(target: Path) -> Path | None:
 
 def load_chat_target(target: str | Path, *, compare_base: bool = False, device: str = "cpu") -> ChatModel:
     """Load ``target`` for chatting (see the module docstring); with ``compare_base`` also its base model."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from tunewise.evaluate.standalone import load_source, resolve_source
     from tunewise.models import load_model
 
     path = Path(target).expanduser()
     gguf = _gguf_file(path)
     if gguf is not None:
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tokenizer.padding_side = "left"
+        from tunewise.export.gguf import load_gguf
+
+        model, tokenizer = load_gguf(gguf)
         if compare_base:
             raise ValueError(f"{gguf} carries no reference to its base model; compare a run directory instead "
                              "(`tunewise chat RUN --compare base`)")

@@ -56,6 +56,10 @@ def resolve_source(model: str | Path) -> ModelSource:
 
 def load_source(source: ModelSource, *, device: str, dtype: Any, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) for ``source``; an adapter is applied to its base model."""
+    if source.path.endswith(".gguf") and Path(source.path).is_file():  # branch ship: a GGUF export
+        from tunewise.export.gguf import load_gguf
+
+        return load_gguf(source.path)
     tokenizer_from = source.path
     if source.base is not None and not (Path(source.path) / "tokenizer_config.json").is_file():
         tokenizer_from = source.base

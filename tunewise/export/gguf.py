@@ -287,3 +287,17 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             continue
     out["tensor_types"] = {t.name: t.tensor_type.name.lower() for t in reader.tensors}
     return out
+
+
+def load_gguf(path: str | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) from a GGUF file, through transformers' GGUF reader (weights dequantized to float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
