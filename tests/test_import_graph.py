@@ -12,11 +12,12 @@ ROOT = Path(__file__).resolve().parents[1] / "tunewise"
 
 # lowest first; a module may import its own layer's package and anything below it
 LAYERS: list[set[str]] = [
-    {"example", "errors", "config", "rundir", "metrics", "failures", "record", "runlock", "runs", "models", "catalog",
-     "__init__"},
+    {"version", "example", "errors", "config", "rundir", "metrics", "failures", "record", "runlock", "runs", "models",
+     "catalog", "callable_package"},
     {"lm"},
     {"objectives"},
     {"environment"},
+    {"model_card"},
     {"data"},
     {"evaluate"},
     {"monitor"},
@@ -26,10 +27,12 @@ LAYERS: list[set[str]] = [
     {"checklist"},
     {"report"},
     {"serve"},
+    {"chat"},
     {"ui"},
     {"pipeline"},
+    {"api"},
     {"cli"},
-    {"__main__"},
+    {"__init__", "__main__"},  # the package's facade: the Python API, imported on first use
 ]
 STAGES = {"data", "evaluate", "monitor", "train", "decide", "export", "checklist", "report", "serve", "ui"}
 

@@ -72,7 +72,7 @@ def installed_version(name: str) -> str | None:
 
 
 def tunewise_version() -> str:
-    from tunewise import __version__
+    from tunewise.version import __version__
 
     return installed_version("tunewise") or __version__
 

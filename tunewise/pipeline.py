@@ -93,6 +93,9 @@ def report_stage(config: Config, run: RunDir) -> Path:
 
     if run.metrics.is_file():
         write_plots(run.metrics, run.plots)
+    from tunewise.model_card import write_model_cards  # branch ship: the cards get the results table
+
+    write_model_cards(config, run.root)
     return build_report(run.root, examples=config.eval.examples_in_report)
 
 

@@ -91,7 +91,7 @@ def versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     if out["tunewise"] is None:
-        from tunewise import __version__
+        from tunewise.version import __version__
 
         out["tunewise"] = __version__
     return out

@@ -46,7 +46,7 @@ from tunewise.cli.data import app as data_app  # noqa: E402
 app.add_typer(data_app, name="data", help="Prepare, inspect, convert and split datasets.")
 
 # Each further command group lives in its own module with a ``register(app)`` function.
-_COMMAND_MODULES = ("monitor", "ship", "decide", "doctor", "checklist", "ui")
+_COMMAND_MODULES = ("monitor", "ship", "decide", "doctor", "checklist", "ui", "chat")
 
 
 def _register_command_modules() -> None:

@@ -36,15 +36,21 @@ def export_command(
     sample: int = typer.Option(16, help="Test examples the merge is verified on"),
     atol: Optional[float] = typer.Option(None, help="Allowed max |logit difference| of the merge (default by dtype)"),
     max_examples: Optional[int] = typer.Option(None, help="Test examples the quantized quality is measured on"),
+    gguf: Optional[list[str]] = typer.Option(None, "--gguf", help="GGUF for llama.cpp/Ollama, verified: f32, f16, bf16, "
+                                                                  "q8_0, q5_1, q5_0, q4_1, q4_0 (repeatable)"),
+    to_dir: Optional[Path] = typer.Option(None, "--to-dir", help="Write the shareable layout (model + card + exports) here"),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Upload the same layout to this hub repo (USER/NAME)"),
+    private: bool = typer.Option(False, "--private", help="With --push-to-hub: create the repository private"),
 ) -> None:
-    """Merge the adapter and/or quantize the model, verified and measured (RUN/export/)."""
+    """Merge the adapter, quantize the model and/or write GGUF + Ollama Modelfile, verified and measured (RUN/export/)."""
     cli = _cli()
     from rich.table import Table
 
     from tunewise.runs import config_of_run
 
-    if not merge and not quantize:
-        cli.fail("say what to export: --merge and/or --quantize int8|bnb-8bit|bnb-4bit")
+    if not (merge or quantize or gguf or to_dir or push_to_hub):
+        cli.fail("say what to export: --merge, --quantize int8|bnb-8bit|bnb-4bit, --gguf f16|q8_0|..., --to-dir DIR "
+                 "and/or --push-to-hub USER/NAME")
     cfg, run_dir = cli.guarded(lambda: config_of_run(run))
     if merge:
         from tunewise.export.merge import MergeVerificationError, merge_run
@@ -77,6 +83,37 @@ def export_command(
                           *[f"{after['metrics'][k]:.3f} ({change['metrics'][k]:+.3f})" for k in before["metrics"]],
                           f"{after['perplexity']:.3f} ({change['perplexity']:+.3f})", str(change["answers_changed"]))
         cli.console.print(table)
+    if gguf:
+        _export_gguf(cli, cfg, run_dir, gguf, sample)
+    if to_dir or push_to_hub:  # branch ship: after the exports above, so the shared layout carries them
+        from tunewise.export import hub
+
+        if to_dir:
+            cli.console.print(f"shared layout: {hub.describe(cli.guarded(lambda: hub.export_to_dir(cfg, run_dir.root, to_dir)))}")
+        if push_to_hub:
+            cli.console.print(f"pushed: {hub.describe(cli.guarded(lambda: hub.push_to_hub(cfg, run_dir.root, push_to_hub, private=private)))}")
+
+
+def _export_gguf(cli: Any, cfg: Any, run_dir: Any, types: list[str], sample: int) -> None:
+    """--gguf (branch ship): write, read back and check each type; a failed check exits 1 with nothing kept."""
+    from rich.table import Table
+
+    from tunewise.export.gguf import check_gguf_type
+    from tunewise.export.gguf_run import GGUFVerificationError, export_gguf_run
+
+    names = [cli.guarded(lambda t=t: check_gguf_type(t)) for item in types for t in item.split(",") if t.strip()]
+    try:
+        report = cli.guarded(lambda: export_gguf_run(cfg, run_dir.root, names, sample=sample))
+    except GGUFVerificationError as exc:
+        cli.fail(str(exc), code=1)
+    table = Table(title=f"GGUF exports of {report['source']} (checked on {sample} held-out examples)")
+    for column in ("type", "size", "template + stop", "max |logit diff|", "greedy identical", "file"):
+        table.add_column(column, justify="left" if column in ("type", "file") else "right")
+    for name, r in report["types"].items():
+        t = r["template"]
+        table.add_row(name, _mb(r["size_bytes"]), f"{t['renderings_compared']} identical", f"{r['max_abs_logit_diff']:.3g}",
+                      f"{r['greedy_identical']}/{r['greedy_compared']}", r["output"])
+    cli.console.print(table)
 
 
 def bench_command(

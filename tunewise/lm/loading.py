@@ -133,7 +133,8 @@ class ModelSource:
     """What a path or name given by the user is, and how to load it.
 
     ``kind``: "run" (a run directory: its RUN/model), "adapter" (a PEFT adapter folder), "model" (a full model
-    folder: a merged or quantized export, any Hugging Face folder) or "name" (a hub id or a built-in name).
+    folder: a merged or quantized export, any Hugging Face folder), "gguf" (a GGUF file) or "name" (a hub id or a
+    built-in name).
     ``path``: the weights; ``base``: the base model an adapter goes on (None for a full model); ``config``: a run's
     config, which says how its base is loaded (quantized as in training) and whether remote code is trusted."""
 
@@ -153,12 +154,44 @@ class ModelSource:
         return self.base is not None
 
 
+BASE_FILE = "tunewise_base.json"
+"""In an adapter folder tunewise saved: the base as the run loaded it (name, local path, hash); its
+adapter_config.json names the portable base (a hub id where known: tunewise/model_card.py)."""
+
+
+def local_base(adapter_dir: Path) -> str | None:
+    """The base a tunewise adapter folder was trained on, when it is on this machine (a built-in name or an existing
+    folder from tunewise_base.json); None otherwise (then base_model_name_or_path, a hub id, is the way)."""
+    try:
+        ref = json.loads((Path(adapter_dir) / BASE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if ref.get("name") in BUILTIN:
+        return ref["name"]
+    local = ref.get("local")
+    return local if local and Path(local).is_dir() else None
+
+
+def load_gguf(path: str | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) from a GGUF file, through transformers' GGUF reader (weights dequantized to float32)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
 def _adapter_base(folder: Path) -> str | None:
-    """``base_model_name_or_path`` of an adapter folder (None when ``folder`` holds no adapter)."""
+    """The base of an adapter folder: the local copy its run trained on when present (:func:`local_base`), else its
+    ``base_model_name_or_path``; None when ``folder`` holds no adapter."""
     file = folder / "adapter_config.json"
     if not file.is_file():
         return None
-    base = json.loads(file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    base = local_base(folder) or json.loads(file.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{file} names no base_model_name_or_path; set it to the base model's folder or hub id")
     return base
@@ -171,6 +204,8 @@ def classify(target: str | Path) -> ModelSource:
     from tunewise.runs import config_of_run
 
     path = Path(target).expanduser()
+    if path.suffix == ".gguf" and path.is_file():  # a GGUF export (tunewise export --gguf)
+        return ModelSource("gguf", str(path), path.stem)
     if RunDir.of(path).config.is_file():
         config, run = config_of_run(path)
         if not run.model.is_dir():
@@ -218,6 +253,8 @@ def base_key(source: ModelSource) -> tuple[Any, ...]:
 def load_source(source: ModelSource, *, device: str, dtype: Any, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) for ``source``; an adapter is put on its base (:func:`load_adapter_base`). Remote code runs
     when the run's config or ``trust_remote_code`` says so."""
+    if source.kind == "gguf":
+        return load_gguf(source.path)
     trust = source.trust_remote_code or trust_remote_code
     tokenizer_from = source.path
     if source.is_adapter and not (Path(source.path) / "tokenizer_config.json").is_file():

@@ -10,7 +10,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from tunewise import __version__
+from tunewise.version import __version__
 from tunewise.data.stats import describe_loading
 from tunewise.rundir import RunDir, atomic_write_text, read_jsonl
 from tunewise.rundir import prediction_files as predictions_in

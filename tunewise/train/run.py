@@ -237,6 +237,10 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         with atomic_dir(run.model) as tmp:
             save_model(trainer, tmp, gathered)
             tokenizer.save_pretrained(tmp)
+            # branch ship: a filled model card and a portable base reference instead of PEFT's empty card
+            from tunewise.model_card import fill_model_folder
+
+            fill_model_folder(config, run.root, tmp)
     trained_tokens, input_tokens = trainer.token_totals()  # all processes together
     history = trainer.state.log_history
     train_losses = [h["loss"] for h in history if "loss" in h]
