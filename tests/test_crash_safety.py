@@ -50,7 +50,7 @@ def project(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         # packing and length grouping are on by default; early stopping ends the run at step 36 (best: step 28)
         "training": {"epochs": 6, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
                      "learning_rate": 5e-3, "logging_steps": 1, "save_steps": 5, "eval_steps": 4, "save_total_limit": 2,
-                     "early_stopping_patience": 2},
+                     "early_stopping_patience": 2, "eval_budget": 1},  # every validation row: the best step below
     }
     (root / "base.yaml").write_text(yaml.safe_dump(base), encoding="utf-8")
     return root

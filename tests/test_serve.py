@@ -284,7 +284,7 @@ def _copy_run(run_dir: Path, to: Path, **config: Any) -> Path:
 
 
 def test_trust_remote_code_is_decided_per_run(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tunewise.models as models
+    import tunewise.lm.loading as models
     from tunewise.serve.variants import load_variants
 
     trusting = _copy_run(run_dir, tmp_path / "trusting", trust_remote_code=True)

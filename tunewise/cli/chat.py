@@ -19,7 +19,7 @@ def chat_command(
 
     if compare not in (None, "base"):
         cli.fail(f"--compare takes 'base', got {compare!r}")
-    cli._quiet_libraries()
+    cli.quiet_libraries()
     from tunewise.chat import load_chat_target, run_repl
 
     chat = cli.guarded(lambda: load_chat_target(target, compare_base=compare == "base"))

@@ -205,7 +205,7 @@ def classify(target: str | Path) -> ModelSource:
 
     path = Path(target).expanduser()
     if path.suffix == ".gguf" and path.is_file():  # a GGUF export (tunewise export --gguf)
-        return ModelSource("gguf", str(path), path.stem)
+        return ModelSource("gguf", str(path), path.name)
     if RunDir.of(path).config.is_file():
         config, run = config_of_run(path)
         if not run.model.is_dir():
