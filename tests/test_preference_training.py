@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import signal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -92,6 +93,7 @@ def test_dpo_learns_logs_resumes_exactly_and_is_evaluated_on_pairs(zygote: Zygot
     session = zygote.start("train", str(killed.root), setup=stop_at_open("metrics.jsonl", after_step=6))
     session.wait_stopped()
     session.kill()
+    assert session.wait() == -signal.SIGKILL  # gone (and reaped) before the resume looks at its lock
     ok(zygote.run("train", str(killed.root), "--resume"))
     assert effective(killed.root) == effective(whole.root), "a resumed DPO run is the uninterrupted run"
     assert sha256(killed.model / "adapter_model.safetensors") == sha256(whole.model / "adapter_model.safetensors")
