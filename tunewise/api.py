@@ -30,7 +30,7 @@ def _config(config: str | Path | dict[str, Any] | Config, overrides: Sequence[st
 
 
 def _run(run: str | Path | dict[str, Any] | Config) -> tuple[Config, Any]:
-    from tunewise.pipeline import config_of_run, init_run
+    from tunewise.runs import config_of_run, init_run
 
     if isinstance(run, (dict, Config)):
         config = _config(run)

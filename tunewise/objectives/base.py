@@ -38,8 +38,14 @@ class Objective:
     logged: tuple[str, ...] = ()
 
     def configure(self, config: Config) -> "Objective":
-        """The objective with ``config``'s settings (its own section: ``dpo.beta``...)."""
-        return self
+        """A copy of the objective with its config section's settings (``dpo.beta``, ``kto.desirable_weight``...);
+        the module's ``OBJECTIVE`` stays as it is."""
+        section = getattr(config, self.name, None)
+        configured = copy.copy(self)
+        if section is not None:
+            for name, value in section.model_dump().items():
+                setattr(configured, name, value)
+        return configured
 
     def encode(self, examples: Sequence[Example], tokenizer: Any, config: Config) -> list[dict[str, Any]]:
         raise NotImplementedError

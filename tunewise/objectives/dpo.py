@@ -22,10 +22,6 @@ class DPO(Objective):
                          logged=("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"))
         self.beta = 0.1
 
-    def configure(self, config: Config) -> "DPO":
-        configured = type(self)()  # the module's OBJECTIVE stays as it is
-        configured.beta = config.dpo.beta
-        return configured
 
     def encode(self, examples: Sequence[Example], tokenizer: Any, config: Config) -> list[dict[str, Any]]:
         return encode_pairs(examples, tokenizer, config)

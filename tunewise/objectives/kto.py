@@ -73,11 +73,6 @@ class KTO(Objective):
                          logged=("rewards/chosen", "rewards/rejected", "kl"))
         self.beta, self.desirable_weight, self.undesirable_weight = 0.1, 1.0, 1.0
 
-    def configure(self, config: Config) -> "KTO":
-        configured = type(self)()  # the module's OBJECTIVE stays as it is
-        configured.beta = config.kto.beta
-        configured.desirable_weight, configured.undesirable_weight = config.kto.desirable_weight, config.kto.undesirable_weight
-        return configured
 
     def encode(self, examples: Sequence[Example], tokenizer: Any, config: Config) -> list[dict[str, Any]]:
         return encode_unpaired(examples, tokenizer, config)

@@ -31,10 +31,6 @@ class ORPO(Objective):
                                  "nll_loss", "log_odds_ratio"))
         self.beta = 0.1
 
-    def configure(self, config: Config) -> "ORPO":
-        configured = type(self)()  # the module's OBJECTIVE stays as it is
-        configured.beta = config.orpo.beta
-        return configured
 
     def encode(self, examples: Sequence[Example], tokenizer: Any, config: Config) -> list[dict[str, Any]]:
         return encode_pairs(examples, tokenizer, config, whole_chosen=config.training.loss_on == "all")
