@@ -48,20 +48,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and everything it started (torchrun puts its workers in their own sessions)."""
+def process_tree(pid: int) -> list[Any]:
+    """A process and everything it started, as psutil processes (none when it is gone)."""
     import psutil
 
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return
+        return []
+
+
+def kill_tree(pid: int, also: list[Any] = ()) -> None:
+    """SIGKILL a process and everything it started (torchrun puts its workers in their own sessions), plus ``also``
+    (processes seen earlier that may have lost their parent), and wait until all are gone: a process still dying
+    holds the run lock and the rendezvous port the next launch needs."""
+    import psutil
+
+    procs = [*process_tree(pid), *also]
     for p in procs:
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
+    psutil.wait_procs(procs, timeout=60)
 
 
 def scale_run(tiny_dir: Path, root: Path, name: str, *, rows: int = 240, method: str = "lora", batch: int = 4,
@@ -148,6 +158,7 @@ def kill(p):
             q.kill()
         except psutil.NoSuchProcess:
             pass
+    psutil.wait_procs(procs, timeout=60)  # like Slurm, the step ends once its tasks are gone
 while True:
     codes = [t.poll() for t in tasks]
     bad = [c for c in codes if c not in (None, 0)]
@@ -194,6 +205,7 @@ def test_slurm_job_on_two_nodes_loses_a_node_and_resumes(tiny_dir: Path, tmp_pat
     script = [str(CLUSTER / "train.sbatch"), str(run_dir)]
     job = subprocess.Popen(script, env=fake_slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            start_new_session=True)
+    first_job: list[Any] = []
     try:
         deadline = time.time() + 300
         while (job.poll() is None and time.time() < deadline
@@ -201,10 +213,11 @@ def test_slurm_job_on_two_nodes_loses_a_node_and_resumes(tiny_dir: Path, tmp_pat
             time.sleep(0.02)
         node1 = Path(fake_slurm["FAKE_SRUN_PIDS"]) / "node-1.pid"
         assert job.poll() is None, "the job ended before a node could be lost: " + (job.stdout.read() if job.stdout else "")
+        first_job = process_tree(job.pid)
         kill_tree(int(node1.read_text()))  # node 1 is lost: its launcher, torchrun and worker die at once
         output, _ = job.communicate(timeout=180)  # node 0's worker sees the connection drop and the job ends
     finally:
-        kill_tree(job.pid)
+        kill_tree(job.pid, also=first_job)  # nothing of the first job outlives it (Slurm ends a job's every process)
     # the job ends (no node waits forever on the lost one): srun's --kill-on-bad-exit stops node 0 when node 1's
     # task dies, and node 0's worker would fail anyway as its connection to node 1 drops
     assert job.returncode != 0, output[-3000:]
@@ -212,7 +225,7 @@ def test_slurm_job_on_two_nodes_loses_a_node_and_resumes(tiny_dir: Path, tmp_pat
 
     # the job again (Slurm would requeue it): both nodes resume from the last complete checkpoint
     again = subprocess.run(script, env=fake_slurm, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.returncode == 0, again.stdout[-12000:] + again.stderr[-3000:]
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["resumed_from"] and summary["world_size"] == 2 and summary["steps"] == 30
     ranks = [json.loads((run_dir / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
