@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator
 import torch
 from transformers import TrainerCallback
 
-from tunewise.monitor.metrics import MetricsWriter, number
+from tunewise.monitor.metrics import number
+from tunewise.monitor.writer import MetricsWriter
 
 log = logging.getLogger(__name__)
 

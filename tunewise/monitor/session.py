@@ -25,7 +25,8 @@ from transformers import TrainerCallback
 
 from tunewise.monitor.guards import Guards, last_checkpoint_name
 from tunewise.monitor.live import LiveView, resolve_mode
-from tunewise.monitor.metrics import MetricsWriter, number
+from tunewise.monitor.metrics import number
+from tunewise.monitor.writer import MetricsWriter
 from tunewise.monitor.summary import summarize_file
 from tunewise.record import now_iso, read_record, update_record
 from tunewise.rundir import RunDir, atomic_write_json, is_main_process
