@@ -29,9 +29,14 @@ def training_tokens_between_evaluations(train_lengths: Sequence[int], *, eval_st
     return min(per_epoch, eval_steps * batch * accumulation * world_size * mean)
 
 
-def eval_sample(val: Sequence[T], lengths: Sequence[int], train_tokens: float, budget: float, seed: int) -> list[T]:
+def eval_sample(val: Sequence[T], lengths: Sequence[int], train_tokens: float, budget: float, seed: int,
+                multiple: int = 1) -> list[T]:
     """``val`` itself when one evaluation of it costs at most ``budget`` of the training between evaluations, else
-    the largest seeded random sample (in the original order) that does; never fewer than 8 rows (or all of them)."""
+    the largest seeded random sample (in the original order) that does; never fewer than 8 rows (or all of them).
+
+    The sample's size is a multiple of ``multiple`` (the global evaluation batch: per-device batch x processes), at
+    least one such batch: the evaluation's last batch is then full on every process, so no process pads it with
+    repeated rows, and one process and several give the same evaluation loss."""
     if budget >= 1 or not val:
         return list(val)
     allowed = budget * train_tokens / FORWARD_SHARE
@@ -45,4 +50,8 @@ def eval_sample(val: Sequence[T], lengths: Sequence[int], train_tokens: float, b
             break
         chosen.append(i)
         total += lengths[i]
-    return [val[i] for i in sorted(chosen)]
+    multiple = max(1, multiple)
+    size = max(len(chosen) - len(chosen) % multiple, multiple)
+    if size >= len(val):
+        return list(val)
+    return [val[i] for i in sorted(order[:size])]

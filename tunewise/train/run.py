@@ -293,10 +293,12 @@ def sample_for_evaluation(config: Config, train: list[Any], val: list[Any]) -> l
     from tunewise.train.eval_budget import eval_sample, training_tokens_between_evaluations
 
     t = config.training
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     between = training_tokens_between_evaluations(
         [len(_row(e)["input_ids"]) for e in train], eval_steps=t.eval_steps, batch=t.per_device_train_batch_size,
-        accumulation=t.gradient_accumulation_steps, world_size=int(os.environ.get("WORLD_SIZE", "1")))
-    sample = eval_sample(val, [len(_row(e)["input_ids"]) for e in val], between, t.eval_budget, t.seed)
+        accumulation=t.gradient_accumulation_steps, world_size=world_size)
+    sample = eval_sample(val, [len(_row(e)["input_ids"]) for e in val], between, t.eval_budget, t.seed,
+                         multiple=t.per_device_eval_batch_size * world_size)
     if len(sample) < len(val):
         log.info("in-training evaluation: %d of %d validation examples (training.eval_budget=%s of the training "
                  "time); the evaluate stage scores the whole test split", len(sample), len(val), t.eval_budget)
