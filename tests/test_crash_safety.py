@@ -130,7 +130,8 @@ def test_kills_at_any_step_resume_exactly_like_the_uninterrupted_run(zygote: Zyg
             session.signal(signal.SIGCONT)
             assert session.wait() == 130, session.stderr[-3000:]
             assert f"{resume_from} is saved: continue with `tunewise train {run} --resume`" in " ".join(session.stderr.split())
-            assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
+            record = json.loads((run / "run.json").read_text())
+            assert record["status"] == "cancelled" and record["checkpoint"] == resume_from, record
         if cut_off:
             folder = run / "checkpoints" / cut_off
             assert folder.is_dir() and not (folder / "trainer_state.json").is_file(), "the kill missed the write"
@@ -157,7 +158,8 @@ def test_kills_at_any_step_resume_exactly_like_the_uninterrupted_run(zygote: Zyg
         assert summary[key] == reference_summary[key], key  # tokens of redone steps are not counted twice
     # 7 sessions ran; the one killed while writing checkpoint-25 left nothing after checkpoint-23, where the next resumed
     assert summary["sessions"] == len(plan)
-    assert json.loads((run / "run.json").read_text())["status"] == "succeeded"
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "succeeded" and record["checkpoint"] is None and record["error"] is None
     # each SIGKILL threw work away, and every interruption was after the first epoch
     assert all(step > int(resume.split("-")[1]) for _, how, step, resume in landed if how == "kill")
     assert all(int(resume.split("-")[1]) >= STEPS_PER_EPOCH for *_, resume in landed)

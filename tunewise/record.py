@@ -152,7 +152,7 @@ def tracked(
     started = now_iso()
     fields: dict[str, Any] = identity(config, run_root) if config is not None else {}
     if is_job:
-        fields.update(started_at=started, finished_at=None, error=None, progress={})
+        fields.update(started_at=started, finished_at=None, error=None, checkpoint=None, progress={})
         fields.setdefault("created_at", read_record(run_root).get("created_at") or started)
     update_record(run_root, status=status, stage=stage, pid=os.getpid(),
                   stages={stage: {"status": status, "started_at": started, "finished_at": None}}, **fields)
@@ -161,6 +161,7 @@ def tracked(
     except KeyboardInterrupt as exc:
         message = str(exc) or f"cancelled (Ctrl-C) during {stage}"
         _record_end(run_root, status="cancelled", error=message, finished_at=now_iso(),
+                    checkpoint=getattr(exc, "checkpoint", None),
                     stages={stage: {"status": "cancelled", "finished_at": now_iso(), "error": message}})
         raise
     except BaseException as exc:

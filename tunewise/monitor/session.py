@@ -35,7 +35,12 @@ log = logging.getLogger(__name__)
 
 
 class TrainingCancelled(KeyboardInterrupt):
-    """Training was cancelled (Ctrl-C); the message says which checkpoint to resume from."""
+    """Training was cancelled (Ctrl-C); the message says which checkpoint to resume from, ``checkpoint`` names it
+    (None when none was saved; run.json records it as an interrupted run does)."""
+
+    def __init__(self, message: str, checkpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 class Canceller(TrainerCallback):
@@ -170,7 +175,8 @@ class MonitorSession:
                 yield self
             if self.canceller.cancelled_step is not None:
                 self.status = "cancelled"
-                raise TrainingCancelled(self._cancel_message(last_checkpoint_name(trainer.args.output_dir)))
+                checkpoint = last_checkpoint_name(trainer.args.output_dir)
+                raise TrainingCancelled(self._cancel_message(checkpoint), checkpoint)
             self.status = "succeeded"
         except TrainingCancelled as exc:
             self.status = "cancelled"
@@ -178,9 +184,10 @@ class MonitorSession:
             raise
         except KeyboardInterrupt:
             self.status = "cancelled"
-            message = self._cancel_message(self._checkpoint_on_interrupt(trainer))
+            checkpoint = self._checkpoint_on_interrupt(trainer)
+            message = self._cancel_message(checkpoint)
             log.warning("%s", message)
-            raise TrainingCancelled(message) from None
+            raise TrainingCancelled(message, checkpoint) from None
         except BaseException:
             self.status = "failed"
             raise
