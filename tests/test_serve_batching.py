@@ -87,3 +87,22 @@ def test_stop_strings_and_sampling_with_batching(served: dict[str, Any]) -> None
     assert stop not in alone[0] and alone[1] == "stop"
     assert results[2] == results[3]  # seeded sampling runs alone, so its draws don't depend on other requests
     assert sum(batcher.batch_sizes[before:]) == 2  # only the greedy ones went through the batcher
+
+
+def test_the_command_line_sets_the_batching(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tunewise serve --max-batch N --batch-wait-ms W` reach the server; the defaults are the batcher's own; a value
+    out of range is a one-line error (exit 2)."""
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+    from tunewise.serve import batching, server
+
+    started: list[Any] = []
+    monkeypatch.setattr(server, "serve_forever", lambda asgi, host, port: started.append(asgi.state.server))
+    done = CliRunner().invoke(app, ["serve", str(tiny_dir), "--max-batch", "3", "--batch-wait-ms", "5"])
+    assert done.exit_code == 0, done.output
+    assert (started[-1].max_batch, started[-1].batch_wait_s) == (3, 0.005)
+    done = CliRunner().invoke(app, ["serve", str(tiny_dir)])
+    assert (started[-1].max_batch, started[-1].batch_wait_s) == (batching.MAX_BATCH, batching.WAIT_S)
+    bad = CliRunner().invoke(app, ["serve", str(tiny_dir), "--max-batch", "0"])
+    assert bad.exit_code == 2 and "--max-batch must be at least 1" in bad.output

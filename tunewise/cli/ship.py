@@ -167,6 +167,9 @@ def serve_command(
     max_body_mb: float = typer.Option(4.0, "--max-body-mb", help="Largest request body in MB; bigger ones get 413 at once"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle",
                                       help="Also load adapters saved as pickles (adapter_model.bin): only if you trust them"),
+    max_batch: int = typer.Option(8, "--max-batch", help="Most concurrent greedy requests generated as one batch (1 = no batching)"),
+    batch_wait_ms: float = typer.Option(20.0, "--batch-wait-ms",
+                                        help="How long a request waits for others to join its batch, in milliseconds"),
 ) -> None:
     """OpenAI-compatible server (/v1/models, /v1/chat/completions, /v1/completions) with A/B split and logs."""
     cli = _cli()
@@ -178,13 +181,16 @@ def serve_command(
     cli.guarded(lambda: check_loopback(host))
     if not max_body_mb > 0:
         cli.fail(f"--max-body-mb must be above 0, got {max_body_mb}")
+    if max_batch < 1 or batch_wait_ms < 0:
+        cli.fail(f"--max-batch must be at least 1 and --batch-wait-ms at least 0, got {max_batch} and {batch_wait_ms}")
     variants = cli.guarded(lambda: load_variants(targets, include_base=base, allow_pickle=allow_pickle))
     weights = cli.guarded(lambda: parse_split(split)) if split else {name: 1.0 for name in variants}
     traffic = cli.guarded(lambda: TrafficSplit(weights, name=ab_name, seed=seed)) if len(weights) > 1 else None
     logs = log_dir or targets[0] / "serve" / "logs"
     server = cli.guarded(lambda: Server(variants, logs, split=traffic, max_tokens=max_tokens,
                                         default_max_tokens=default_max_tokens,
-                                        max_body_bytes=int(max_body_mb * 2**20)))
+                                        max_body_bytes=int(max_body_mb * 2**20), max_batch=max_batch,
+                                        batch_wait_s=batch_wait_ms / 1000))
     cli.console.print(f"serving {', '.join(variants)} at http://{host}:{port}/v1; logs in {logs}")
     if traffic:
         shares = ", ".join(f"{k} {w:.0%}" for k, w in traffic.weights.items())
