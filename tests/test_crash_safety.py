@@ -167,9 +167,10 @@ def test_kills_at_any_step_resume_exactly_like_the_uninterrupted_run(zygote: Zyg
 
 
 def check_a_second_writer_is_refused(zygote: Zygote, config: Path, run: Path, holder: int) -> None:
-    """While ``holder`` writes ``run`` (stopped mid-training), train / run / data prepare on it refuse at once."""
+    """While ``holder`` writes ``run`` (stopped mid-training), train / run / data prepare / eval on it refuse at once."""
     before = {name: (run / name).read_bytes() for name in ("run.json", "metrics.jsonl", "config.yaml")}
-    for args in (("train", run), ("train", run, "--resume"), ("run", config), ("data", "prepare", config)):
+    for args in (("train", run), ("train", run, "--resume"), ("run", config), ("data", "prepare", config),
+                 ("eval", run, "--model", "base")):
         second = zygote.run(*args, timeout=120)
         assert second.code == 2, (args, second.stderr)
         message = " ".join(second.stderr.split())

@@ -70,9 +70,11 @@ def train(run: str | Path | dict[str, Any] | Config, *, resume: bool = False) ->
 def evaluate(run: str | Path, model: str = "tuned", *, split: str = "test") -> dict[str, Any]:
     """``tunewise eval RUN --model tuned|base``: predictions and metrics in RUN/eval; returns the metrics record."""
     from tunewise.evaluate.run import evaluate_run
+    from tunewise.runlock import writing_run
 
     cfg, run_dir = _run(run)
-    return evaluate_run(cfg, run_dir.root, model, split=split)
+    with writing_run(run_dir.root, "eval"):
+        return evaluate_run(cfg, run_dir.root, model, split=split)
 
 
 def compare(run: str | Path) -> dict[str, Any]:

@@ -233,8 +233,12 @@ def eval_command(
     for field, value in (("metrics", names), ("max_new_tokens", max_new_tokens), ("max_examples", max_examples)):
         if value:
             guarded(lambda: setattr(cfg.eval, field, value))
-    with _eval_progress(model) as progress:
-        result = guarded(lambda: evaluate_run(cfg, run_dir.root, model, split=split, progress=progress))
+    from tunewise.runlock import writing_run
+
+    with ExitStack() as held:  # RUN/eval is the run's: not while another process writes the run (a training)
+        guarded(lambda: held.enter_context(writing_run(run_dir.root, "eval")))
+        with _eval_progress(model) as progress:
+            result = guarded(lambda: evaluate_run(cfg, run_dir.root, model, split=split, progress=progress))
     for name, value in result["metrics"].items():
         console.print(f"{name}: {value:.4f}")
     if result.get("few_shot"):
