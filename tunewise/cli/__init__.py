@@ -33,8 +33,22 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _choose_language(value: Optional[str]) -> Optional[str]:
+    """--lang, else $TUNEWISE_LANG, else the locale: the language of every message from here on (tunewise/catalog.py).
+    An explicit choice is exported, so processes tunewise starts (torchrun workers, the dashboard's runs) share it."""
+    from tunewise.catalog import set_language
+
+    chosen = guarded(lambda: set_language(value))
+    if value is not None:
+        os.environ["TUNEWISE_LANG"] = chosen
+    return value
+
+
 @app.callback()
 def _main(
+    lang: Optional[str] = typer.Option(None, "--lang", is_eager=True, callback=_choose_language,
+                                       help="Language of messages, tables and the report: en or zh "
+                                            "[$TUNEWISE_LANG, else the locale's, else en]"),
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                  help="Print tunewise's version and exit (`tunewise doctor` for everything else)"),
 ) -> None:
@@ -273,15 +287,14 @@ def compare(
 @app.command()
 def report(
     target: Path = typer.Argument(..., help="A run directory"),
-    lang: Optional[str] = typer.Option(None, "--lang", help="Language of the checklist section: en or zh [$TUNEWISE_LANG, else en]"),
+    lang: Optional[str] = typer.Option(None, "--lang", help="Language of the report: en or zh (as `tunewise --lang`)"),
 ) -> None:
     """Write RUN/report.html (plots included) from what the stages left."""
-    from tunewise.catalog import resolve_language
     from tunewise.pipeline import report_stage
     from tunewise.runs import config_of_run
 
-    if lang is not None:  # the report reads the language from the environment, as the pipeline's report stage does
-        os.environ["TUNEWISE_LANG"] = guarded(lambda: resolve_language(lang))
+    if lang is not None:  # as the root's --lang: the report reads the language the process speaks
+        _choose_language(lang)
 
     cfg, run_dir = guarded(lambda: config_of_run(target))
     console.print(f"report: [bold]{guarded(lambda: report_stage(cfg, run_dir))}[/]")

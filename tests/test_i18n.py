@@ -1,0 +1,132 @@
+"""The one message catalogue (tunewise/catalog.py + tunewise/locale/): every message the code shows has its Chinese,
+every Chinese entry has a message that uses it, the compiled .mo is the .po, and the CLI speaks Chinese when asked by
+--lang, $TUNEWISE_LANG or a Chinese locale, and English (byte for byte) when nothing asks."""
+
+from __future__ import annotations
+
+import ast
+import gettext
+import os
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po
+
+from tunewise import catalog
+from tunewise.catalog import LANGUAGES, LOCALE_DIR, resolve_language
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "tunewise"
+MARKERS = {"_": 1, "N_": 1, "ngettext": 2}  # the catalogue's functions and how many message arguments each takes
+
+
+def _used_messages() -> tuple[set[str], list[str]]:
+    """Every message tunewise/ marks (_ / N_ / ngettext with literal text), and the calls that are not literal text."""
+    found: set[str] = set()
+    problems: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(ROOT)
+        imports_underscore = any(isinstance(n, ast.ImportFrom) and n.module == "tunewise.catalog"
+                                 and any(a.name == "_" for a in n.names) for n in ast.walk(tree))
+        for node in ast.walk(tree):
+            if imports_underscore and isinstance(node, ast.Name) and node.id == "_" and isinstance(node.ctx, ast.Store):
+                problems.append(f"{where}:{node.lineno}: assigns to _, which is the catalogue's function here")
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in MARKERS):
+                continue
+            if node.func.id == "_" and not imports_underscore:
+                continue  # some other _ (none today), not the catalogue's
+            args = node.args[:MARKERS[node.func.id]]
+            if len(args) < MARKERS[node.func.id] or not all(isinstance(a, ast.Constant) and isinstance(a.value, str)
+                                                            for a in args):
+                problems.append(f"{where}:{node.lineno}: {node.func.id}() needs literal text (an f-string or a variable"
+                                " is never translated: use _('... {name} ...').format(name=...))")
+                continue
+            found.add(args[0].value if node.func.id != "ngettext" else (args[0].value, args[1].value))
+    return found, problems
+
+
+def _po(lang: str):
+    with open(LOCALE_DIR / lang / "LC_MESSAGES" / "tunewise.po", "rb") as f:
+        return read_po(f)
+
+
+def _fields(template: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+
+
+@pytest.mark.parametrize("lang", [lang for lang in LANGUAGES if lang != "en"])
+def test_every_message_is_translated_and_every_translation_used(lang: str) -> None:
+    used, problems = _used_messages()
+    assert not problems, "\n".join(problems)
+    po = _po(lang)
+    entries = {m.id: m for m in po if m.id}
+    untranslated = sorted(str(k) for k in used if k not in entries or not all(
+        [entries[k].string] if isinstance(entries[k].string, str) else entries[k].string))
+    assert not untranslated, f"no {lang} text (run bash scripts/i18n.sh, then translate in the .po): {untranslated}"
+    unused = sorted(str(k) for k in entries if k not in used)
+    assert not unused, f"{lang} entries no message uses any more (bash scripts/i18n.sh drops them): {unused}"
+    assert not [m.id for m in po if m.fuzzy and m.id], "fuzzy entries are not shown: check and unmark them"
+    for message in entries.values():
+        english = message.id if isinstance(message.id, tuple) else (message.id,)
+        texts = message.string if isinstance(message.string, tuple) else (message.string,)
+        wanted = set().union(*map(_fields, english))
+        for text in texts:
+            assert _fields(text) == wanted, f"{message.id!r}: the {lang} text fills {_fields(text)}, not {wanted}"
+
+
+@pytest.mark.parametrize("lang", [lang for lang in LANGUAGES if lang != "en"])
+def test_the_compiled_catalogue_is_the_po(lang: str) -> None:
+    with open(LOCALE_DIR / lang / "LC_MESSAGES" / "tunewise.mo", "rb") as f:
+        compiled = {k: v for k, v in gettext.GNUTranslations(f)._catalog.items() if k}  # noqa: SLF001
+    source = {}
+    for m in _po(lang):
+        if not m.id:
+            continue
+        if isinstance(m.id, tuple):
+            source.update({(m.id[0], i): s for i, s in enumerate(m.string)})
+        else:
+            source[m.id] = m.string
+    assert compiled == source, "the .mo is not the .po: run bash scripts/i18n.sh and commit both"
+
+
+def test_every_id_of_the_checklist_and_dashboard_is_a_marked_message() -> None:
+    used, _problems = _used_messages()
+    assert set(catalog.MESSAGES.values()) <= used
+    assert catalog.text("item.early_stopping", "zh") == "设置早停机制"
+    assert catalog.text("item.early_stopping", "en") == "Early stopping"
+
+
+def test_language_choice_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("TUNEWISE_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(variable, raising=False)
+    assert resolve_language(None) == "en"
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    assert resolve_language(None) == "zh"
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")  # LC_ALL is read before LANG
+    assert resolve_language(None) == "en"
+    monkeypatch.setenv("LC_MESSAGES", "fr_FR.UTF-8")
+    monkeypatch.setenv("LANGUAGE", "zh_TW:en")
+    assert resolve_language(None) == "zh"
+    monkeypatch.setenv("LANGUAGE", "de")  # a language tunewise has not: English, not an error
+    assert resolve_language(None) == "en"
+    monkeypatch.setenv("TUNEWISE_LANG", "zh")  # beats the locale
+    assert resolve_language(None) == "zh" and resolve_language("en") == "en"  # --lang beats both
+
+
+# --- through the CLI ----------------------------------------------------------------------------------------------------
+
+def _tunewise(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("TUNEWISE_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    base.update({"PYTHONPATH": str(ROOT), "LANG": "C.UTF-8", "COLUMNS": "200", **(env or {})})
+    return subprocess.run([sys.executable, "-m", "tunewise", *args], capture_output=True, text=True, env=base,
+                          cwd=cwd, timeout=120)
+
+
+def test_an_unknown_language_is_one_line_exit_2() -> None:
+    done = _tunewise("--lang", "fr", "--version")
+    assert done.returncode == 2 and "choose one of en, zh" in done.stderr, done.stderr
