@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import gettext
+import json
 import os
 import string
 import subprocess
@@ -130,3 +131,56 @@ def _tunewise(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
 def test_an_unknown_language_is_one_line_exit_2() -> None:
     done = _tunewise("--lang", "fr", "--version")
     assert done.returncode == 2 and "choose one of en, zh" in done.stderr, done.stderr
+
+
+def test_a_config_error_in_chinese_by_flag_env_and_locale(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("model: tiny\nlora: {r: 0}\nmethod: magic\ntypo_field: 1\n", encoding="utf-8")
+    english = _tunewise("data", "prepare", str(config))
+    assert english.returncode == 2
+    assert english.stderr.startswith("error: invalid config:") and "unknown field (check the spelling" in english.stderr
+    assert "Input should be greater than 0" in english.stderr  # pydantic's own words, untouched
+    for how in (dict(args=("--lang", "zh")), dict(env={"TUNEWISE_LANG": "zh"}), dict(env={"LANG": "zh_CN.UTF-8"})):
+        done = _tunewise(*how.get("args", ()), "data", "prepare", str(config), env=how.get("env"))
+        assert done.returncode == 2, (how, done.stderr)
+        assert done.stderr.startswith("错误： 配置无效："), (how, done.stderr)
+        assert "typo_field: 未知字段（请检查拼写" in done.stderr, done.stderr
+        assert "lora.r: 应大于 0（实际为 0）" in done.stderr, done.stderr  # pydantic's message, translated by type
+        assert "method: 未知的方法 'magic'" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert _tunewise("--lang", "en", "data", "prepare", str(config), env={"LANG": "zh_CN.UTF-8"}).stderr == english.stderr
+
+
+def test_data_prepare_tables_in_chinese(tmp_path: Path) -> None:
+    """`data prepare` of 60 chat rows with the tiny model (its English tables: tests/test_data*.py)."""
+    from tunewise.models.tiny import ensure_tiny_model
+
+    rows = [{"messages": [{"role": "user", "content": f"问题 {i}: what is {i} plus {i}?"},
+                          {"role": "assistant", "content": str(2 * i)}]} for i in range(60)]
+    rows.append({"messages": [{"role": "user", "content": "hi"}]})  # one rejected row: the rejection table shows
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n",
+                                         encoding="utf-8")
+    config = tmp_path / "zh.yaml"
+    config.write_text(f"name: zh\noutput_dir: {tmp_path}\nmodel: {ensure_tiny_model()}\n"
+                      "data: {path: rows.jsonl, max_tokens: 64}\n", encoding="utf-8")
+    done = _tunewise("--lang", "zh", "data", "prepare", str(config), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    for words in ("格式：chat", "各阶段行数", "符合 token 长度限制", "被拒绝的行（1；见 rejects.jsonl）", "角色未知或顺序错误",
+                  "token 数（p50 / p90 / p99 / 最大）", "训练占比", "训练集", "验证集", "测试集", "已写入"):
+        assert words in done.stdout, (words, done.stdout)
+    for words in ("rows per stage", "within token limits", "trained share", "wrote "):
+        assert words not in done.stdout, (words, done.stdout)
+
+
+def test_a_data_error_in_chinese(tmp_path: Path) -> None:
+    from tunewise.models.tiny import ensure_tiny_model
+
+    (tmp_path / "rows.jsonl").write_text('{"messages": [{"role": "user", "content": ""}]}\n', encoding="utf-8")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path}\nmodel: {ensure_tiny_model()}\ndata: {{path: rows.jsonl}}\n",
+                      encoding="utf-8")
+    chinese = _tunewise("data", "prepare", str(config), "--no-progress", env={"TUNEWISE_LANG": "zh"})
+    assert chinese.returncode == 2 and "错误： " in chinese.stderr, chinese.stderr  # English: tests/test_data*.py
+    assert "中没有有效的行（读取 1 行，拒绝 1 行" in chinese.stderr and "；详见 " in chinese.stderr, chinese.stderr
+    missing = _tunewise("--lang", "zh", "data", "prepare", str(config), "data.path=nowhere.jsonl", "--no-progress")
+    assert missing.returncode == 2 and "找不到数据文件 'nowhere.jsonl'" in missing.stderr, missing.stderr
