@@ -34,6 +34,9 @@ def _used_messages() -> tuple[set[str], list[str]]:
         imports_underscore = any(isinstance(n, ast.ImportFrom) and n.module == "tunewise.catalog"
                                  and any(a.name == "_" for a in n.names) for n in ast.walk(tree))
         for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr) and any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                                                       and n.func.id in MARKERS for n in ast.walk(node)):
+                problems.append(f"{where}:{node.lineno}: a message inside an f-string (pybabel does not extract it)")
             if imports_underscore and isinstance(node, ast.Name) and node.id == "_" and isinstance(node.ctx, ast.Store):
                 problems.append(f"{where}:{node.lineno}: assigns to _, which is the catalogue's function here")
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in MARKERS):
