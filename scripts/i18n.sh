@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pot=$(mktemp --suffix=.pot)
 trap 'rm -f "$pot"' EXIT
-pybabel extract --no-location --sort-output --width 120 --project tunewise -o "$pot" tunewise
+pybabel extract -F tunewise/locale/babel.cfg --no-location --sort-output --width 120 --project tunewise -o "$pot" tunewise
 if [[ "${1:-}" == "--init" ]]; then
   pybabel init -i "$pot" -d tunewise/locale -D tunewise -l "$2" --width 120
 fi

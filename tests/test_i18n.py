@@ -50,6 +50,12 @@ def _used_messages() -> tuple[set[str], list[str]]:
                                 " is never translated: use _('... {name} ...').format(name=...))")
                 continue
             found.add(args[0].value if node.func.id != "ngettext" else (args[0].value, args[1].value))
+    for template in sorted(PACKAGE.rglob("templates/*.html")):  # the report's words: {{ _("...") }}
+        from jinja2 import Environment
+        from jinja2.ext import extract_from_ast
+
+        ast_ = Environment().parse(template.read_text(encoding="utf-8"))
+        found.update(message for _line, function, message in extract_from_ast(ast_, ("_",)) if isinstance(message, str))
     return found, problems
 
 
@@ -173,6 +179,14 @@ def test_data_prepare_tables_in_chinese(tmp_path: Path) -> None:
         assert words in done.stdout, (words, done.stdout)
     for words in ("rows per stage", "within token limits", "trained share", "wrote "):
         assert words not in done.stdout, (words, done.stdout)
+
+    # the report of that run, asked for by the locale alone: its headings, the data lines and the checklist
+    report = _tunewise("report", str(tmp_path / "zh"), env={"LANG": "zh_CN.UTF-8"})
+    assert report.returncode == 0 and "报告：" in report.stdout, report.stderr
+    html = (tmp_path / "zh" / "report.html").read_text(encoding="utf-8")
+    for words in ('<html lang="zh">', "最佳实践检查清单", "<h2>数据准备</h2>", "格式：chat", "划分训练/验证/测试集", "config.yaml（可原样重新运行："):
+        assert words in html, words
+    assert "<h2>Data</h2>" not in html and "Best-practice checklist" not in html
 
 
 def test_a_data_error_in_chinese(tmp_path: Path) -> None:

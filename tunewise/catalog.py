@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import gettext as _gettext
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 LANGUAGES = ("en", "zh")
 DOMAIN = "tunewise"
@@ -212,6 +214,17 @@ def current_language() -> str:
         except ValueError:  # a bad $TUNEWISE_LANG: the CLI says so; a library message must not fail over it
             return "en"
     return _current
+
+
+@contextmanager
+def speaking(lang: str | None) -> Iterator[str]:
+    """Within the block, messages are in ``lang`` (resolved as :func:`resolve_language` does); yields it."""
+    global _current
+    before, _current = _current, resolve_language(lang)
+    try:
+        yield _current
+    finally:
+        _current = before
 
 
 @lru_cache(maxsize=None)
