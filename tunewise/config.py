@@ -79,7 +79,8 @@ class SplitConfig(_Section):
     def _check(self) -> "SplitConfig":
         values = (self.train, self.val, self.test)
         if any(v < 0 for v in values):
-            raise ValueError(_("split sizes must be >= 0, got train={train}, val={val}, test={test}").format(train=self.train, val=self.val, test=self.test))
+            raise ValueError(_("split sizes must be >= 0, got train={train}, val={val}, test={test}").format(
+                train=self.train, val=self.val, test=self.test))
         if not self.is_counts and abs(sum(values) - 1.0) > 1e-6:
             raise ValueError(
                 _("split ratios must sum to 1 (or all be whole counts), got {values:g} (train={train}, "
@@ -272,7 +273,8 @@ class TrainingConfig(_Section):
 
         name = value.removeprefix("eval_")
         if value != "eval_loss" and name not in METRICS:
-            raise ValueError(_("unknown metric {value!r}; allowed: eval_loss, {metrics}").format(value=value, metrics=', '.join(METRICS)))
+            raise ValueError(_("unknown metric {value!r}; allowed: eval_loss, {metrics}").format(
+                value=value, metrics=', '.join(METRICS)))
         return value
 
 
@@ -309,7 +311,8 @@ class EvalConfig(_Section):
         if unknown:
             allowed = ", ".join(k for k, m in METRICS.items() if m.from_text)
             hint = " (constrained_accuracy is on with eval.constrained)" if "constrained_accuracy" in unknown else ""
-            raise ValueError(_("unknown metric(s) {unknown}; allowed: {allowed}{hint}").format(unknown=unknown, allowed=allowed, hint=hint))
+            raise ValueError(_("unknown metric(s) {unknown}; allowed: {allowed}{hint}").format(
+                unknown=unknown, allowed=allowed, hint=hint))
         if not value:
             raise ValueError(_("name at least one metric"))
         return value
@@ -372,7 +375,8 @@ class DecideConfig(_Section):
     @classmethod
     def _known_task(cls, value: Any) -> Any:
         if value is not None and value not in TASKS:
-            raise ValueError(_("unknown task {value!r}; allowed: {tasks} or null (inferred)").format(value=value, tasks=', '.join(repr(t) for t in TASKS)))
+            raise ValueError(_("unknown task {value!r}; allowed: {tasks} or null (inferred)").format(
+                value=value, tasks=', '.join(repr(t) for t in TASKS)))
         return value
 
     @field_validator("methods")
@@ -380,7 +384,8 @@ class DecideConfig(_Section):
     def _known_methods(cls, value: list[str]) -> list[str]:
         unknown = [m for m in value if m not in METHODS]
         if unknown or not value:
-            raise ValueError(_("unknown method(s) {unknown}; allowed: {methods}").format(unknown=unknown, methods=', '.join(METHODS)))
+            raise ValueError(_("unknown method(s) {unknown}; allowed: {methods}").format(
+                unknown=unknown, methods=', '.join(METHODS)))
         return value
 
     @model_validator(mode="after")
@@ -439,7 +444,8 @@ class Config(_Section):
         if value in REFUSED_METHODS:
             raise ValueError(translate(REFUSED_METHODS[value]))
         if value not in METHODS:
-            raise ValueError(_("unknown method {value!r}; allowed: {methods}").format(value=value, methods=', '.join(METHODS)))
+            raise ValueError(_("unknown method {value!r}; allowed: {methods}").format(
+                value=value, methods=', '.join(METHODS)))
         return value
 
     @model_validator(mode="after")
@@ -452,7 +458,8 @@ class Config(_Section):
         if self.objective in ("dpo", "kto") and self.method == "prompt":
             raise ValueError(_("objective {objective} with method prompt is not supported: its reference is the "
                                "model with the adapter disabled, which prompt tuning can't score the same way; "
-                               "use method lora (or objective orpo, which needs no reference)").format(objective=self.objective))
+                               "use method lora (or objective orpo, which needs no reference)").format(
+                                   objective=self.objective))
         if self.method == "qlora" and (self.training.sharding or self.training.fsdp or self.training.deepspeed):
             raise ValueError(_("method qlora with training.sharding is not supported: the 4-bit base is not "
                                "sharded by FSDP / ZeRO here; use method: lora with sharding: fsdp, or qlora on "
@@ -511,7 +518,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     result = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(_("override {item!r} must look like key=value, e.g. training.learning_rate=1e-4").format(item=item))
+            raise ConfigError(_("override {item!r} must look like key=value, e.g. training.learning_rate=1e-4").format(
+                item=item))
         key, _sep, text = item.partition("=")
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
@@ -621,7 +629,8 @@ def parse_yaml(text: str, source: str) -> Any:
         if mark is not None:
             where = _(" line {line}, column {column}:").format(line=mark.line + 1, column=mark.column + 1)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(_("{source}:{where} not valid YAML: {problem}").format(source=source, where=where, problem=problem)) from None
+        raise ConfigError(_("{source}:{where} not valid YAML: {problem}").format(
+            source=source, where=where, problem=problem)) from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -633,12 +642,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(_("config file {path!r} can't be read ({strerror}); check its permissions").format(path=str(path), strerror=exc.strerror)) from None
+        raise ConfigError(_("config file {path!r} can't be read ({strerror}); check its permissions").format(
+            path=str(path), strerror=exc.strerror)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(_("config file {path!r} is not a text YAML file (byte {byte:#04x} at offset "
-                            "{offset} is not UTF-8); pass a YAML config such as examples/quickstart.yaml").format(path=str(path), byte=data[exc.start], offset=exc.start)) from None
+                            "{offset} is not UTF-8); pass a YAML config such as examples/quickstart.yaml").format(
+                                path=str(path), byte=data[exc.start], offset=exc.start)) from None
     if "\x00" in text:
         raise ConfigError(_("config file {path!r} is not a text YAML file (it has NUL bytes); pass a YAML "
                             "config such as examples/quickstart.yaml").format(path=str(path)))

@@ -133,7 +133,8 @@ def run(
         quiet_libraries()
         from tunewise.pipeline import run_all
 
-        console.print(_("[bold]tunewise run[/] {name}: {method} on [cyan]{model}[/] -> {run_dir}").format(name=cfg.name, method=cfg.method, model=cfg.model, run_dir=cfg.run_dir))
+        console.print(_("[bold]tunewise run[/] {name}: {method} on [cyan]{model}[/] -> {run_dir}").format(
+            name=cfg.name, method=cfg.method, model=cfg.model, run_dir=cfg.run_dir))
         eval_progress = _eval_progress("evaluating")
 
         def notify(message: str) -> None:
@@ -197,7 +198,8 @@ def train(
                 fail(str(exc), code=1)
             summary_file = run_dir.train_summary
             if not (summary_file.is_file() and summary_file.stat().st_mtime >= started):
-                console.print(_("this node's {nproc} process(es) finished; rank 0 writes the run to {root}").format(nproc=nproc, root=run_dir.root))
+                console.print(_("this node's {nproc} process(es) finished; rank 0 writes the run to {root}").format(
+                    nproc=nproc, root=run_dir.root))
                 return
             summary = json.loads(summary_file.read_text(encoding="utf-8"))
         else:
@@ -211,7 +213,9 @@ def train(
         return
     console.print(
         _("trained {steps} steps in {train_time_s:.1f} s; final train loss {final_train_loss:.4f}; "
-          "model saved to {model}").format(steps=summary['steps'], train_time_s=summary['train_time_s'], final_train_loss=summary['final_train_loss'], model=run_dir.model)
+          "model saved to {model}").format(
+            steps=summary["steps"], train_time_s=summary["train_time_s"], final_train_loss=summary["final_train_loss"],
+            model=run_dir.model)
     )
 
 
@@ -257,7 +261,8 @@ def eval_command(
         console.print(f"{name}: {value:.4f}")
     if result.get("few_shot"):
         few = result["few_shot"]
-        console.print(_("few-shot ({shots} shots): ").format(shots=len(few['shots'])) + ", ".join(f"{k} {v:.4f}" for k, v in few["metrics"].items()))
+        console.print(_("few-shot ({shots} shots): ").format(
+            shots=len(few['shots'])) + ", ".join(f"{k} {v:.4f}" for k, v in few["metrics"].items()))
 
 
 def _eval_standalone(model: str, data: Optional[Path], out: Optional[Path], names: Optional[list[str]],
@@ -266,7 +271,8 @@ def _eval_standalone(model: str, data: Optional[Path], out: Optional[Path], name
 
     result = guarded(lambda: evaluate_model(model, data, out, metrics=names, max_new_tokens=max_new_tokens,
                                             max_examples=max_examples, name=name))
-    console.print(_("{model} on {n} examples -> {out_dir}").format(model=result['model'], n=result['n'], out_dir=result['out_dir']))
+    console.print(_("{model} on {n} examples -> {out_dir}").format(
+        model=result['model'], n=result['n'], out_dir=result['out_dir']))
     for name, value in result["metrics"].items():
         console.print(f"{name}: {value:.4f}")
 

@@ -33,7 +33,8 @@ def _tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     try:
         return load_tokenizer(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise DataError(_("cannot load the tokenizer of {name!r}: {reason}").format(name=name, reason=str(exc).splitlines()[0])) from None
+        raise DataError(_("cannot load the tokenizer of {name!r}: {reason}").format(
+            name=name, reason=str(exc).splitlines()[0])) from None
 
 
 def _run_dir(path: Path) -> tuple[Any, Path] | None:
@@ -83,7 +84,8 @@ def prepare(
                               objective=cfg.objective)
         plot = plot_token_histograms(report, str(cfg.run_dir / "plots" / "data_token_lengths.png"))
         render_report(report, console)
-        console.print(_("wrote {data_dir}/ (train/val/test.jsonl, rejects.jsonl, data_report.json) and {plot}").format(data_dir=data_dir, plot=plot))
+        console.print(_("wrote {data_dir}/ (train/val/test.jsonl, rejects.jsonl, data_report.json) and {plot}").format(
+            data_dir=data_dir, plot=plot))
 
     def tracked_go() -> None:
         from tunewise.pipeline import check_for_prepare
@@ -120,7 +122,8 @@ def stats(
             render_report(json.loads(report_path.read_text(encoding="utf-8")), console)
             return
         if not target.exists():
-            raise DataError(_("{target} not found; pass a run directory, a prepared data folder or a data file").format(target=target))
+            raise DataError(_("{target} not found; pass a run directory, a prepared data folder or a data file").format(
+                target=target))
         if not model:
             raise DataError(_("{target} has no data_report.json; run `tunewise data prepare` first, or pass "
                               "--model to measure a file").format(target=target))
@@ -206,7 +209,8 @@ def convert(
         result = convert_file(src, dst, to, format=format, columns=_columns(column))
         console.print(_("wrote {written:,} rows to {dst} as {to}").format(written=result.written, dst=dst, to=to))
         if result.rejected:
-            console.print(_("[yellow]{n:,} rows not converted[/] ({rejected}); see {rejects_path}").format(n=sum(result.rejected.values()), rejected=_reasons(result.rejected), rejects_path=result.rejects_path))
+            console.print(_("[yellow]{n:,} rows not converted[/] ({rejected}); see {rejects_path}").format(
+                n=sum(result.rejected.values()), rejected=_reasons(result.rejected), rejects_path=result.rejects_path))
 
     _run(go)
 
@@ -238,8 +242,10 @@ def split_cmd(
         except ValidationError as exc:
             raise DataError(format_errors(exc).replace("\n  ", " ")) from None
         counts = split_file(src, out, cfg)
-        console.print(_("train {train:,}, val {val:,}, test {test:,} -> {out}/").format(train=counts['train'], val=counts['val'], test=counts['test'], out=out)
-                      + (_("; {rejected:,} rows rejected (see {out}/rejects.jsonl)").format(rejected=counts['rejected'], out=out) if counts["rejected"] else ""))  # fmt: skip
+        console.print(_("train {train:,}, val {val:,}, test {test:,} -> {out}/").format(
+            train=counts['train'], val=counts['val'], test=counts['test'], out=out)
+                      + (_("; {rejected:,} rows rejected (see {out}/rejects.jsonl)").format(
+                          rejected=counts['rejected'], out=out) if counts["rejected"] else ""))  # fmt: skip
 
     _run(go)
 
@@ -260,7 +266,9 @@ def from_feedback(
         what = (f"{sum(1 for r in data.rows if r['label'])} desirable, {sum(1 for r in data.rows if not r['label'])} "
                 "undesirable answers" if kind == "kto" else "preference pairs")
         console.print(_("wrote {n_rows:,} rows to {out} ({what}) from {responses:,} responses and "
-                        "{feedback:,} feedback records").format(n_rows=len(data.rows), out=out, what=what, responses=data.responses, feedback=data.feedback) + (_("; skipped: {skipped}").format(skipped=_reasons(dict(data.skipped))) if data.skipped else ""))
+                        "{feedback:,} feedback records").format(n_rows=len(data.rows), out=out, what=what,
+                                                                 responses=data.responses, feedback=data.feedback)
+                      + (_("; skipped: {skipped}").format(skipped=_reasons(dict(data.skipped))) if data.skipped else ""))
         console.print(_("train on them with objective: {kind} and data.path: {out}").format(kind=kind, out=out))
 
     _run(go)

@@ -88,7 +88,8 @@ def estimate_table(report: dict[str, Any], title: str) -> Any:
         table.add_row(*row)
     work = report["workload"]
     table.caption = _("{device}, {available} available; {examples:,} examples, {steps} steps/epoch, peak batch {rows} x "
-                      "{length} tokens").format(device=report["device"], available=_mb(available), examples=work["examples"],
+                      "{length} tokens").format(
+                          device=report["device"], available=_mb(available), examples=work["examples"],
                                                 steps=work["steps_per_epoch"], rows=work["peak_batch"]["rows"],
                                                 length=work["peak_batch"]["length"])
     return table
@@ -98,22 +99,22 @@ def parts_table(report: dict[str, Any]) -> Any:
     """Where each method's peak memory goes (MB), methods side by side."""
     from rich.table import Table
 
-    rows = [("runtime", "runtime"), ("weights", "weights"), ("  of which adapters", "adapters_in_weights"),
-            ("  of which quantized", "quantized_in_weights"), ("mapped checkpoint", "mapped_checkpoint"),
-            ("gradients", "gradients"), ("optimizer states", "optimizer_states"),
-            ("optimizer step temporary", "optimizer_step_temporary"), ("activations", "activations"),
-            ("  with gradient checkpointing", "activations_checkpointed"), ("logits", "logits")]
+    rows = [(N_("runtime"), "runtime"), (N_("weights"), "weights"), (N_("  of which adapters"), "adapters_in_weights"),
+            (N_("  of which quantized"), "quantized_in_weights"), (N_("mapped checkpoint"), "mapped_checkpoint"),
+            (N_("gradients"), "gradients"), (N_("optimizer states"), "optimizer_states"),
+            (N_("optimizer step temporary"), "optimizer_step_temporary"), (N_("activations"), "activations"),
+            (N_("  with gradient checkpointing"), "activations_checkpointed"), (N_("logits"), "logits")]
     methods = report["methods"]
     factor = next(iter(methods.values()))["memory"]["activation_factor"] if methods else 1.0
-    table = Table(title=f"memory parts (MB); the peak counts activations x {factor:g}")
-    table.add_column("part")
+    table = Table(title=_("memory parts (MB); the peak counts activations x {factor:g}").format(factor=factor))
+    table.add_column(_("part"))
     for name in methods:
         table.add_column(name, justify="right")
     for label, key in rows:
         values = [m["memory"]["parts_mb"].get(key, 0.0) for m in methods.values()]
         if any(values):
-            table.add_row(label, *(f"{v:,.1f}" for v in values))
-    table.add_row("[bold]peak[/]", *(f"[bold]{m['memory']['peak_mb']:,.0f}[/]" for m in methods.values()))
+            table.add_row(translate(label), *(f"{v:,.1f}" for v in values))
+    table.add_row("[bold]" + _("peak") + "[/]", *(f"[bold]{m['memory']['peak_mb']:,.0f}[/]" for m in methods.values()))
     return table
 
 
@@ -125,15 +126,17 @@ def sharding_table(report: dict[str, Any]) -> Any:
     if not methods:
         return None
     devices = next(iter(methods.values()))["sharding"]["devices"]
-    table = Table(title=f"per-device peak memory sharded over {devices} devices (training.sharding; docs/scale.md)")
+    table = Table(title=_("per-device peak memory sharded over {devices} devices (training.sharding; docs/scale.md)").format(
+        devices=devices))
     engines = list(next(iter(methods.values()))["sharding"]["engines"])
-    for column in ["method", "one device", *engines]:
-        table.add_column(column, justify="left" if column == "method" else "right")
+    for column in [_("method"), _("one device"), *engines]:
+        table.add_column(column, justify="left" if column == _("method") else "right")
     for name, m in methods.items():
         cells = []
         for engine in engines:
             e = m["sharding"]["engines"][engine]
-            mark = "[green]fits[/]" if e["fits_in_memory"] else "[red]no[/]" if e["fits_in_memory"] is False else ""
+            mark = ("[green]" + _("fits") + "[/]" if e["fits_in_memory"] else "[red]" + _("no") + "[/]"
+                    if e["fits_in_memory"] is False else "")
             cells.append(f"{_mb(e['peak_mb'])} {mark}".strip())
         table.add_row(name, _mb(m["memory"]["peak_mb"]), *cells)
     return table
@@ -182,7 +185,7 @@ def estimate_command(
     workload = None
     if not cfg.data.path and not run_dir.split("train").is_file():
         if not (examples and seq_len):
-            cli.fail("the config has no data.path: give --examples N and --seq-len TOKENS to estimate without data")
+            cli.fail(_("the config has no data.path: give --examples N and --seq-len TOKENS to estimate without data"))
         from tunewise.decide.workload import synthetic_workload
 
         workload = synthetic_workload(cfg, examples, seq_len, max(seq_len // 4, 1))
@@ -193,14 +196,14 @@ def estimate_command(
             cfg, run_dir.root, d.methods, calibrate=d.calibrate and workload is None, calibration_steps=d.calibration_steps,
             price_per_hour=d.price_per_hour, api_price_per_1m=d.api_price_per_1m, workload=workload, progress=say,
         ))
-    cli.console.print(estimate_table(report, f"{cfg.model}: estimated per method"))
+    cli.console.print(estimate_table(report, _("{model}: estimated per method").format(model=cfg.model)))
     cli.console.print(parts_table(report))
     sharded = sharding_table(report)
     if sharded is not None:
         cli.console.print(sharded)
     for line in report["assumptions"]:
         cli.console.print(f"[dim]- {line}[/]", highlight=False)
-    cli.console.print(f"written: {run_dir.estimate}")
+    cli.console.print(_("written: {path}").format(path=run_dir.estimate))
 
 
 def advise_command(

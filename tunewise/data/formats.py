@@ -66,7 +66,8 @@ _FIELDS = {
 def check_format(name: str) -> str:
     """``name`` if it is a known format (or ``auto``), else a DataError naming the allowed ones."""
     if name != "auto" and name not in FORMATS:
-        raise DataError(_("unknown data format {name!r}; use one of auto, {formats}").format(name=name, formats=', '.join(FORMATS)))
+        raise DataError(_("unknown data format {name!r}; use one of auto, {formats}").format(
+            name=name, formats=', '.join(FORMATS)))
     return name
 
 
@@ -198,7 +199,8 @@ def normalize(
         return Example(messages=_with_system(messages, system_prompt), meta=_meta(record, fmt, columns),
                        desirable=desirable)
     else:
-        raise DataError(_("unknown data format {fmt!r}; use one of auto, {formats}").format(fmt=fmt, formats=', '.join(FORMATS)))
+        raise DataError(_("unknown data format {fmt!r}; use one of auto, {formats}").format(
+            fmt=fmt, formats=', '.join(FORMATS)))
     if system_prompt and fmt != "text" and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return Example(messages=messages, meta=_meta(record, fmt, columns))

@@ -53,7 +53,8 @@ def resolve_paths(path: str | Path) -> list[Path]:
         found = sorted(Path(p) for p in globlib.glob(text, recursive=True))
         found = [p for p in found if is_hf_dataset_dir(p) or (p.is_file() and p.suffix.lower() in EXTENSIONS)]
         if not found:
-            raise DataError(_("no data file matches {text!r}; check the pattern (files must end in {ext_list})").format(text=text, ext_list=_ext_list()))
+            raise DataError(_("no data file matches {text!r}; check the pattern (files must end in {ext_list})").format(
+                text=text, ext_list=_ext_list()))
         return found
     p = Path(text)
     if not p.exists():
@@ -73,7 +74,8 @@ def resolve_paths(path: str | Path) -> list[Path]:
         elif child.is_file() and child.suffix.lower() in EXTENSIONS and not any(d in found for d in child.parents):
             found.append(child)
     if not found:
-        raise DataError(_("folder {text!r} holds no data file; put {ext_list} files in it").format(text=text, ext_list=_ext_list()))
+        raise DataError(_("folder {text!r} holds no data file; put {ext_list} files in it").format(
+            text=text, ext_list=_ext_list()))
     return found
 
 
@@ -102,7 +104,8 @@ def iter_file(path: Path) -> Iterator[RawRow]:
     elif kind == "parquet":
         yield from _read_parquet(path)
     else:
-        raise DataError(_("{path}: unknown file type {suffix!r}; use one of {ext_list}").format(path=path, suffix=path.suffix, ext_list=_ext_list()))
+        raise DataError(_("{path}: unknown file type {suffix!r}; use one of {ext_list}").format(
+            path=path, suffix=path.suffix, ext_list=_ext_list()))
 
 
 def parse_json_line(source: str, number: int, data: bytes) -> RawRow:

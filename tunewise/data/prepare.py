@@ -200,7 +200,8 @@ def check_objective(objective: str, source: str, shape: Shape) -> None:
     need, have = get_objective(objective).data, data_kind(shape.format)
     if need != have:
         raise DataError(_("objective {objective} trains on {need}, but {source} is read as {describe}; give "
-                          "the data in that format, or set objective: {have} to train on these rows").format(objective=objective, need=_WANTS[need], source=source, describe=shape.describe(), have=_SUGGEST[have]))
+                          "the data in that format, or set objective: {have} to train on these rows").format(
+                              objective=objective, need=_WANTS[need], source=source, describe=shape.describe(), have=_SUGGEST[have]))
 
 
 def _undetected(rows: list[RawRow], config: DataConfig) -> None:
@@ -556,7 +557,8 @@ def prepare_data(
         seen = ", ".join(k for k, _count in main.state.fields.most_common(8))
         raise DataError(_("no valid row in {path} ({read} read, {total} rejected: {reasons})").format(
                             path=config.path, read=main.read, total=total, reasons=top or _('the file is empty'))
-                        + (_("; the rows have the columns {seen}").format(seen=seen) if seen and main.state.shape_rejects else "")
+                        + (_("; the rows have the columns {seen}").format(
+                            seen=seen) if seen and main.state.shape_rejects else "")
                         + (_("; to load them as question -> answer pairs set {hint}").format(hint=hint) if hint else "")
                         + _("; see {rejects_path}").format(rejects_path=rejects_path))
 
@@ -656,7 +658,8 @@ def classify(items: list[Item], collected: _Collected, config: DataConfig) -> Ta
             _("data.stratify_by: no row has a field {field!r} after loading (fields kept besides the "
               "conversation: {fields}); use one of those, 'answer' (the reference answer").format(
                 field=field, fields=', '.join(kept) or _('none'))
-            + (_(", read from column {answer}").format(answer=', '.join(answer)) if answer else "") + _("), or remove stratify_by")
+            + (_(", read from column {answer}").format(
+                answer=', '.join(answer)) if answer else "") + _("), or remove stratify_by")
         )
     return Task(kind, labels, name, meta_label(name))
 
@@ -763,7 +766,8 @@ def load_split(out_dir: str | Path, split: str) -> list[Example]:
     out = []
     for row in iter_file(path):
         if row.record is None or "messages" not in row.record:
-            raise DataError(_("{path} line {line} is not an example record; prepare the data again").format(path=path, line=row.line))
+            raise DataError(_("{path} line {line} is not an example record; prepare the data again").format(
+                path=path, line=row.line))
         out.append(Example.from_record(row.record))
     return out
 

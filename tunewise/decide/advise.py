@@ -82,7 +82,8 @@ def infer_task(train: Sequence[Example]) -> TaskInfo:
                            "continued pretraining has no answers to prompt for"))
     labels = detect_labels(refs)
     if labels is not None:
-        return TaskInfo("classification", _("inferred: {n_labels} distinct short answers").format(n_labels=len(labels)), labels=labels,
+        return TaskInfo("classification", _("inferred: {n_labels} distinct short answers").format(
+            n_labels=len(labels)), labels=labels,
                         evidence={"labels": len(labels)})
 
     def parses(text: str) -> bool:
@@ -105,15 +106,18 @@ def infer_task(train: Sequence[Example]) -> TaskInfo:
                 "answers_copied_from_input": round(copied, 3), "mean_prompt_words": round(prompt_words, 1),
                 "mean_answer_words": round(answer_words, 1), "answer_words_in_input": round(overlap, 3)}
     if json_share >= 0.8:
-        return TaskInfo("extraction", _("inferred: {json_share:.0%} of answers are JSON").format(json_share=json_share), json_answers=True, evidence=evidence)
+        return TaskInfo("extraction", _("inferred: {json_share:.0%} of answers are JSON").format(
+            json_share=json_share), json_answers=True, evidence=evidence)
     if code_share >= 0.5:
-        return TaskInfo("code", _("inferred: {code_share:.0%} of answers look like code").format(code_share=code_share), evidence=evidence)
+        return TaskInfo("code", _("inferred: {code_share:.0%} of answers look like code").format(
+            code_share=code_share), evidence=evidence)
     if prompt_words >= 80 and answer_words <= 0.5 * prompt_words and overlap >= 0.5:
         return TaskInfo("summarisation", _("inferred: answers are {ratio:.0%} of the input's length and reuse "
                                            "{overlap:.0%} of its words").format(
                             ratio=answer_words / prompt_words, overlap=overlap), evidence=evidence)
     if copied >= 0.6:
-        return TaskInfo("extraction", _("inferred: {copied:.0%} of answers are copied from the input").format(copied=copied), evidence=evidence)
+        return TaskInfo("extraction", _("inferred: {copied:.0%} of answers are copied from the input").format(
+            copied=copied), evidence=evidence)
     return TaskInfo("generation", _("inferred: free-form answers"), evidence=evidence)
 
 
@@ -209,7 +213,8 @@ def decide(
     prompting_ok = best is not None and best >= target
     measured = ", ".join(f"{name} {_pct(v['metrics'].get(metric))}" for name, v in variants.items()) or _("nothing")
     rules.append(Rule("prompting_reaches_target", _("the base model's best prompting score on {metric} reaches the target "
-                                                    "{target:.0%}").format(metric=metric, target=target), prompting_ok, _("measured: {measured} on {n} rows").format(measured=measured, n=baselines.get('n', 0))))
+                                                    "{target:.0%}").format(metric=metric, target=target), prompting_ok,
+                      _("measured: {measured} on {n} rows").format(measured=measured, n=baselines.get("n", 0))))
     minimum = MIN_EXAMPLES[task.task]
     enough = examples >= minimum
     evidence = _("{examples} usable training examples; the minimum for {task} is {minimum}").format(
@@ -251,9 +256,11 @@ def decide(
             continue
         fits[method] = (plain <= limit, ckpt is not None and ckpt <= limit)
         rules.append(Rule(f"{method}_fits_memory", _("{method}'s estimated peak fits in {share:.0%} of the "
-                                                     "available memory").format(method=method, share=MEMORY_HEADROOM), fits[method][0] or fits[method][1],
+                                                     "available memory").format(
+                                                         method=method, share=MEMORY_HEADROOM), fits[method][0] or fits[method][1],
                           _("{plain:,.0f} MB ({ckpt:,.0f} MB with gradient checkpointing) of "
-                            "{available_mb:,.0f} MB available").format(plain=plain, ckpt=ckpt, available_mb=available_mb)))
+                            "{available_mb:,.0f} MB available").format(
+                                plain=plain, ckpt=ckpt, available_mb=available_mb)))
     shard_fits: dict[str, tuple[bool, bool]] = {}
     for method in fits:
         plain, ckpt = sharded_peak(method, False), sharded_peak(method, True)
@@ -261,10 +268,12 @@ def decide(
             shard_fits[method] = (plain <= limit, ckpt <= limit)
     needs_sharding = [m for m in fits if not any(fits[m]) and any(shard_fits.get(m, (False, False)))]
     rules.append(Rule("sharding_fits_memory", _("a method too large for one device fits each of {devices} devices "
-                                                "sharded with FSDP (training.sharding: fsdp)").format(devices=devices), bool(needs_sharding),
+                                                "sharded with FSDP (training.sharding: fsdp)").format(
+                                                    devices=devices), bool(needs_sharding),
                       "; ".join(_("{method}: {plain:,.0f} MB per device ({ckpt:,.0f} MB with gradient checkpointing)").format(
                                 method=m, plain=sharded_peak(m, False), ckpt=sharded_peak(m, True)) for m in shard_fits)
-                      or (_("{devices} device(s): give decide.devices N (or --devices N) to weigh sharding").format(devices=devices)
+                      or (_("{devices} device(s): give decide.devices N (or --devices N) to weigh sharding").format(
+                          devices=devices)
                           if devices <= 1 else _("no sharded estimate"))))
     full_data = examples >= FULL_MIN_EXAMPLES
     rules.append(Rule("full_needs_large_data", _("full fine-tuning is worth its memory with {minimum:,}+ "
@@ -282,7 +291,8 @@ def decide(
     if qlora_check is not None:
         rules.append(Rule("qlora_trains_correctly", _("QLoRA's gradients through the quantized base match the dequantized "
                                                       "base on this machine"), not qlora_broken,
-                          _("cosine {cosine:.4f}, norm ratio {norm_ratio:.3f} ({path})").format(cosine=qlora_check['cosine'], norm_ratio=qlora_check['norm_ratio'], path=qlora_check['path'])))
+                          _("cosine {cosine:.4f}, norm ratio {norm_ratio:.3f} ({path})").format(
+                              cosine=qlora_check['cosine'], norm_ratio=qlora_check['norm_ratio'], path=qlora_check['path'])))
 
     def within_budget(method: str) -> tuple[bool, str]:
         e = estimates[method]
@@ -299,7 +309,8 @@ def decide(
     not_chosen: dict[str, str] = {}
     decision, ckpt, sharding = "prompting", False, None
     if prompting_ok:
-        reasons.append(_("prompting already reaches {best} {metric} ({variant}), above the target {target:.0%}").format(best=_pct(best), metric=metric, variant=variant, target=target))
+        reasons.append(_("prompting already reaches {best} {metric} ({variant}), above the target {target:.0%}").format(
+            best=_pct(best), metric=metric, variant=variant, target=target))
     elif not enough:
         reasons.append(_("too little data to fine-tune: {evidence}; collect more, and prompt (few-shot) "
                          "meanwhile").format(evidence=evidence))
@@ -320,7 +331,8 @@ def decide(
                                  "training.sharding: fsdp: {sharded:,.0f} MB per device").format(
                     method=method, peak=peak(method, True), devices=devices, sharded=sharded_peak(method, ckpt))
                                + (_(" with gradient checkpointing") if ckpt else ""))
-                reasons.append(_("estimated training time {budget_text} (one device's)").format(budget_text=budget_text))
+                reasons.append(_("estimated training time {budget_text} (one device's)").format(
+                    budget_text=budget_text))
                 break
             if not (plain_fits or ckpt_fits):
                 sharded_text = (f", and {sharded_peak(method, True):,.0f} MB per device sharded over {devices}"
@@ -336,10 +348,12 @@ def decide(
                 not_chosen[method] = _("LoRA fits: QLoRA would only add dequantization time")
                 continue
             if method == "qlora" and qlora_broken:
-                not_chosen[method] = _("trains wrongly on this machine: {message}").format(message=qlora_check['message'])  # type: ignore[index]
+                not_chosen[method] = _("trains wrongly on this machine: {message}").format(
+                    message=qlora_check['message'])  # type: ignore[index]
                 continue
             decision, ckpt = method, not plain_fits
-            reasons.append(_("{method} fits: estimated peak {ckpt:,.0f} MB of {available_mb:,.0f} MB").format(method=method, ckpt=peak(method, ckpt), available_mb=available_mb)
+            reasons.append(_("{method} fits: estimated peak {ckpt:,.0f} MB of {available_mb:,.0f} MB").format(
+                method=method, ckpt=peak(method, ckpt), available_mb=available_mb)
                            + (_(" with gradient checkpointing") if ckpt else ""))
             reasons.append(_("estimated training time {budget_text}").format(budget_text=budget_text))
             break
@@ -363,7 +377,8 @@ def decide(
                                    "{minimum:,}, at {full_mb:,.0f} MB instead of {lora_mb:,.0f} MB").format(
                 examples=examples, minimum=FULL_MIN_EXAMPLES, full_mb=peak("full", False), lora_mb=peak("lora", False) or 0)
         elif method == "qlora":
-            not_chosen[method] = (_("LoRA fits") + (_(" sharded over {devices} devices").format(devices=devices) if sharding else "")
+            not_chosen[method] = (_("LoRA fits") + (_(" sharded over {devices} devices").format(
+                devices=devices) if sharding else "")
                                   + _(": QLoRA would only add dequantization time"))
         elif decision != "prompting":
             not_chosen[method] = _("{decision} is preferred").format(decision=decision)
