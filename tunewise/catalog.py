@@ -206,14 +206,14 @@ def set_language(lang: str | None) -> str:
 
 
 def current_language() -> str:
-    """The language messages are shown in: the one set, else the environment's (English when it names none known)."""
-    global _current
-    if _current is None:
-        try:
-            _current = resolve_language(None)
-        except ValueError:  # a bad $TUNEWISE_LANG: the CLI says so; a library message must not fail over it
-            return "en"
-    return _current
+    """The language messages are shown in: the one set, else the environment's as it is now (English when it names
+    none known)."""
+    if _current is not None:
+        return _current
+    try:
+        return resolve_language(None)
+    except ValueError:  # a bad $TUNEWISE_LANG: the CLI says so; a library message must not fail over it
+        return "en"
 
 
 @contextmanager
