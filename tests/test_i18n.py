@@ -5,6 +5,7 @@ every Chinese entry has a message that uses it, the compiled .mo is the .po, and
 from __future__ import annotations
 
 import ast
+import functools
 import gettext
 import json
 import os
@@ -12,6 +13,7 @@ import string
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from babel.messages.pofile import read_po
@@ -24,6 +26,7 @@ PACKAGE = ROOT / "tunewise"
 MARKERS = {"_": 1, "N_": 1, "ngettext": 2}  # the catalogue's functions and how many message arguments each takes
 
 
+@functools.lru_cache(maxsize=None)
 def _used_messages() -> tuple[set[str], list[str]]:
     """Every message tunewise/ marks (_ / N_ / ngettext with literal text), and the calls that are not literal text."""
     found: set[str] = set()
@@ -160,44 +163,54 @@ def test_a_config_error_in_chinese_by_flag_env_and_locale(tmp_path: Path) -> Non
     assert _tunewise("--lang", "en", "data", "prepare", str(config), env={"LANG": "zh_CN.UTF-8"}).stderr == english.stderr
 
 
-def test_data_prepare_tables_in_chinese(tmp_path: Path) -> None:
-    """`data prepare` of 60 chat rows with the tiny model (its English tables: tests/test_data*.py)."""
-    from tunewise.models.tiny import ensure_tiny_model
+def test_data_tables_and_report_in_chinese(tmp_path: Path, tiny_dir: Path, tiny_tokenizer: Any,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """61 chat rows prepared with the tiny model (in this process: the tokenizer is the session's), then the data tables
+    through `tunewise --lang zh data stats RUN` and the report under a Chinese locale (English: tests/test_data*.py,
+    tests/test_eval_labels.py)."""
+    from tunewise.config import config_from_dict
+    from tunewise.data.prepare import prepare_data
+    from tunewise.report.html import build_report
+    from tunewise.runs import init_run
 
     rows = [{"messages": [{"role": "user", "content": f"问题 {i}: what is {i} plus {i}?"},
                           {"role": "assistant", "content": str(2 * i)}]} for i in range(60)]
     rows.append({"messages": [{"role": "user", "content": "hi"}]})  # one rejected row: the rejection table shows
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n",
                                          encoding="utf-8")
-    config = tmp_path / "zh.yaml"
-    config.write_text(f"name: zh\noutput_dir: {tmp_path}\nmodel: {ensure_tiny_model()}\n"
-                      "data: {path: rows.jsonl, max_tokens: 64}\n", encoding="utf-8")
-    done = _tunewise("--lang", "zh", "data", "prepare", str(config), "--no-progress")
+    config = config_from_dict({"name": "zh", "output_dir": str(tmp_path), "model": str(tiny_dir),
+                               "data": {"path": str(tmp_path / "rows.jsonl"), "max_tokens": 64}})
+    run = init_run(config)
+    prepare_data(config.data, tiny_tokenizer, run.data, loss_on=config.training.loss_on, progress=False)
+
+    done = _tunewise("--lang", "zh", "data", "stats", str(run.root))
     assert done.returncode == 0, done.stderr
     for words in ("格式：chat", "各阶段行数", "符合 token 长度限制", "被拒绝的行（1；见 rejects.jsonl）", "角色未知或顺序错误",
-                  "token 数（p50 / p90 / p99 / 最大）", "训练占比", "训练集", "验证集", "测试集", "已写入"):
+                  "token 数（p50 / p90 / p99 / 最大）", "训练占比", "训练集", "验证集", "测试集"):
         assert words in done.stdout, (words, done.stdout)
-    for words in ("rows per stage", "within token limits", "trained share", "wrote "):
+    for words in ("rows per stage", "within token limits", "trained share"):
         assert words not in done.stdout, (words, done.stdout)
 
-    # the report of that run, asked for by the locale alone: its headings, the data lines and the checklist
-    report = _tunewise("report", str(tmp_path / "zh"), env={"LANG": "zh_CN.UTF-8"})
-    assert report.returncode == 0 and "报告：" in report.stdout, report.stderr
-    html = (tmp_path / "zh" / "report.html").read_text(encoding="utf-8")
+    for variable in ("TUNEWISE_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")  # the locale alone asks for Chinese
+    html = build_report(run.root).read_text(encoding="utf-8")
     for words in ('<html lang="zh">', "最佳实践检查清单", "<h2>数据准备</h2>", "格式：chat", "划分训练/验证/测试集", "config.yaml（可原样重新运行："):
         assert words in html, words
     assert "<h2>Data</h2>" not in html and "Best-practice checklist" not in html
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    assert "<h2>Data</h2>" in build_report(run.root).read_text(encoding="utf-8")
 
 
 def test_a_data_error_in_chinese(tmp_path: Path) -> None:
-    from tunewise.models.tiny import ensure_tiny_model
-
     (tmp_path / "rows.jsonl").write_text('{"messages": [{"role": "user", "content": ""}]}\n', encoding="utf-8")
+    english = _tunewise("data", "convert", "rows.jsonl", "out.jsonl", "--to", "alpaca", cwd=tmp_path)
+    assert english.returncode == 2 and "error: no row of rows.jsonl could be converted to alpaca" in english.stderr
+    chinese = _tunewise("data", "convert", "rows.jsonl", "out.jsonl", "--to", "alpaca", cwd=tmp_path,
+                        env={"TUNEWISE_LANG": "zh"})
+    assert chinese.returncode == 2, chinese.stderr
+    assert "错误： rows.jsonl 中没有任何行能转换为 alpaca；详见 out.jsonl.rejects.jsonl" in chinese.stderr, chinese.stderr
     config = tmp_path / "c.yaml"
-    config.write_text(f"output_dir: {tmp_path}\nmodel: {ensure_tiny_model()}\ndata: {{path: rows.jsonl}}\n",
-                      encoding="utf-8")
-    chinese = _tunewise("data", "prepare", str(config), "--no-progress", env={"TUNEWISE_LANG": "zh"})
-    assert chinese.returncode == 2 and "错误： " in chinese.stderr, chinese.stderr  # English: tests/test_data*.py
-    assert "中没有有效的行（读取 1 行，拒绝 1 行" in chinese.stderr and "；详见 " in chinese.stderr, chinese.stderr
-    missing = _tunewise("--lang", "zh", "data", "prepare", str(config), "data.path=nowhere.jsonl", "--no-progress")
+    config.write_text(f"output_dir: {tmp_path}\nmodel: tiny\ndata: {{path: nowhere.jsonl}}\n", encoding="utf-8")
+    missing = _tunewise("--lang", "zh", "data", "prepare", str(config), "--no-progress")
     assert missing.returncode == 2 and "找不到数据文件 'nowhere.jsonl'" in missing.stderr, missing.stderr
