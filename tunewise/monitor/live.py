@@ -15,7 +15,8 @@ from tunewise.monitor.metrics import number
 from tunewise.monitor.summary import duration, summary_lines
 
 log = logging.getLogger("tunewise.monitor")
-STATUSES = (N_("running"), N_("succeeded"), N_("cancelled"), N_("failed"))  # how a training ends, in the summary's title
+STATUSES = (N_("validating"), N_("queued"), N_("running"), N_("succeeded"), N_("failed"), N_("cancelled"),
+            N_("interrupted"), N_("unknown"))  # a run's status (tunewise/record.py), shown in its language
 
 
 def resolve_mode(setting: str, stream: Any = None) -> str:
