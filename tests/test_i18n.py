@@ -193,6 +193,7 @@ def test_data_tables_and_report_in_chinese(tmp_path: Path, tiny_dir: Path, tiny_
 
     for variable in ("TUNEWISE_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES"):
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(catalog, "_current", None)  # no language set in this process (an in-process CLI test may have)
     monkeypatch.setenv("LANG", "zh_CN.UTF-8")  # the locale alone asks for Chinese
     html = build_report(run.root).read_text(encoding="utf-8")
     for words in ('<html lang="zh">', "最佳实践检查清单", "<h2>数据准备</h2>", "格式：chat", "划分训练/验证/测试集", "config.yaml（可原样重新运行："):

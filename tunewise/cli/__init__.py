@@ -37,11 +37,12 @@ def _print_version(value: bool) -> None:
 def _choose_language(value: Optional[str]) -> Optional[str]:
     """--lang, else $TUNEWISE_LANG, else the locale: the language of every message from here on (tunewise/catalog.py).
     An explicit choice is exported, so processes tunewise starts (torchrun workers, the dashboard's runs) share it."""
-    from tunewise.catalog import set_language
+    from tunewise.catalog import resolve_language, set_language
 
-    chosen = guarded(lambda: set_language(value))
-    if value is not None:
-        os.environ["TUNEWISE_LANG"] = chosen
+    if value is None:  # the environment's choice, read when each message is shown; a bad $TUNEWISE_LANG stops here
+        guarded(lambda: resolve_language(None))
+        return value
+    os.environ["TUNEWISE_LANG"] = guarded(lambda: set_language(value))
     return value
 
 
