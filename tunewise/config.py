@@ -19,13 +19,15 @@ from pydantic import (
     model_validator,
 )
 
+from tunewise.catalog import N_, _, current_language, translate
+
 METHODS = ("full", "lora", "dora", "qlora", "ia3", "prompt")
 OBJECTIVES = ("sft", "dpo", "orpo", "kto")  # what a training step optimises: tunewise/objectives/<name>.py
 TASKS = ("classification", "extraction", "summarisation", "generation", "code", "domain-specific")  # tunewise advise
 """The methods this version trains (kept in step with :data:`tunewise.lm.adapters.METHODS`, which a test checks)."""
 
 REFUSED_METHODS = {
-    "prefix": (
+    "prefix": N_(
         "method 'prefix' (prefix tuning) is refused: with transformers 5 `generate()` ignores the learned prefix "
         "(past_key_values are dropped when a cache is set), so the saved adapter would answer exactly like the untuned "
         "model in generation and when served. Use method: prompt (prompt tuning: learned virtual tokens that generation "
@@ -42,17 +44,18 @@ class ConfigError(ValueError):
 SEED_MAX = 2**32 - 1  # numpy's and Python's seeding accept 0 .. 2**32 - 1
 
 
-def plain_text(value: str | None, *, what: str = "this field") -> str | None:
+def plain_text(value: str | None, *, what: str | None = None) -> str | None:
     """A name or path with no NUL byte or other control character (the OS refuses them, a terminal garbles them)."""
     if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{what} must not contain control characters (a NUL byte, a newline, ...)")
+        raise ValueError(_("{what} must not contain control characters (a NUL byte, a newline, ...)").format(
+            what=what or _("this field")))
     return value
 
 
 def _not_bool(value: Any) -> Any:
     # pydantic reads true/false as 1/0 for numbers: `lora.r: true` is a mistake, not rank 1
     if isinstance(value, bool):
-        raise ValueError("must be a number, not true/false")
+        raise ValueError(_("must be a number, not true/false"))
     return value
 
 
@@ -76,11 +79,12 @@ class SplitConfig(_Section):
     def _check(self) -> "SplitConfig":
         values = (self.train, self.val, self.test)
         if any(v < 0 for v in values):
-            raise ValueError(f"split sizes must be >= 0, got train={self.train}, val={self.val}, test={self.test}")
+            raise ValueError(_("split sizes must be >= 0, got train={train}, val={val}, test={test}").format(
+                train=self.train, val=self.val, test=self.test))
         if not self.is_counts and abs(sum(values) - 1.0) > 1e-6:
             raise ValueError(
-                f"split ratios must sum to 1 (or all be whole counts), got {sum(values):g} "
-                f"(train={self.train}, val={self.val}, test={self.test})"
+                _("split ratios must sum to 1 (or all be whole counts), got {values:g} (train={train}, "
+                  "val={val}, test={test})").format(values=sum(values), train=self.train, val=self.val, test=self.test)
             )
         return self
 
@@ -239,7 +243,7 @@ class TrainingConfig(_Section):
     @classmethod
     def _steps_or_epochs(cls, value: int) -> int:
         if value == 0 or value < -1:  # 0 trained one step and -5 meant "use epochs" before this was checked
-            raise ValueError("must be a positive number of optimizer steps, or -1 to train for training.epochs")
+            raise ValueError(_("must be a positive number of optimizer steps, or -1 to train for training.epochs"))
         return value
 
     @field_validator("deepspeed")
@@ -251,13 +255,15 @@ class TrainingConfig(_Section):
     def _one_sharding_engine(self) -> "TrainingConfig":
         zero = self.sharding in ("zero2", "zero3")
         if self.deepspeed and (self.sharding or self.fsdp):
-            raise ValueError(f"training.deepspeed (your DeepSpeed file) and training.{'sharding' if self.sharding else 'fsdp'}"
-                             " both choose how to shard: keep one (sharding: zero2/zero3 writes a DeepSpeed preset)")
+            raise ValueError(_("training.deepspeed (your DeepSpeed file) and training.{field} both choose how to "
+                               "shard: keep one (sharding: zero2/zero3 writes a DeepSpeed preset)").format(
+                field='sharding' if self.sharding else 'fsdp'))
         if self.fsdp and self.sharding:
-            raise ValueError("training.fsdp and training.sharding both choose how to shard: use sharding: fsdp "
-                             "(with training.fsdp_config for your own FSDP keys)")
+            raise ValueError(_("training.fsdp and training.sharding both choose how to shard: use sharding: fsdp "
+                               "(with training.fsdp_config for your own FSDP keys)"))
         if self.fsdp_config and (zero or not (self.sharding == "fsdp" or self.fsdp)):
-            raise ValueError("training.fsdp_config is laid over the FSDP preset: it needs training.sharding: fsdp")
+            raise ValueError(_("training.fsdp_config is laid over the FSDP preset: it needs training.sharding: "
+                               "fsdp"))
         return self
 
     @field_validator("metric_for_best_model")
@@ -267,7 +273,8 @@ class TrainingConfig(_Section):
 
         name = value.removeprefix("eval_")
         if value != "eval_loss" and name not in METRICS:
-            raise ValueError(f"unknown metric {value!r}; allowed: eval_loss, {', '.join(METRICS)}")
+            raise ValueError(_("unknown metric {value!r}; allowed: eval_loss, {metrics}").format(
+                value=value, metrics=', '.join(METRICS)))
         return value
 
 
@@ -304,9 +311,10 @@ class EvalConfig(_Section):
         if unknown:
             allowed = ", ".join(k for k, m in METRICS.items() if m.from_text)
             hint = " (constrained_accuracy is on with eval.constrained)" if "constrained_accuracy" in unknown else ""
-            raise ValueError(f"unknown metric(s) {unknown}; allowed: {allowed}{hint}")
+            raise ValueError(_("unknown metric(s) {unknown}; allowed: {allowed}{hint}").format(
+                unknown=unknown, allowed=allowed, hint=hint))
         if not value:
-            raise ValueError("name at least one metric")
+            raise ValueError(_("name at least one metric"))
         return value
 
 
@@ -367,7 +375,8 @@ class DecideConfig(_Section):
     @classmethod
     def _known_task(cls, value: Any) -> Any:
         if value is not None and value not in TASKS:
-            raise ValueError(f"unknown task {value!r}; allowed: {', '.join(repr(t) for t in TASKS)} or null (inferred)")
+            raise ValueError(_("unknown task {value!r}; allowed: {tasks} or null (inferred)").format(
+                value=value, tasks=', '.join(repr(t) for t in TASKS)))
         return value
 
     @field_validator("methods")
@@ -375,14 +384,16 @@ class DecideConfig(_Section):
     def _known_methods(cls, value: list[str]) -> list[str]:
         unknown = [m for m in value if m not in METHODS]
         if unknown or not value:
-            raise ValueError(f"unknown method(s) {unknown}; allowed: {', '.join(METHODS)}")
+            raise ValueError(_("unknown method(s) {unknown}; allowed: {methods}").format(
+                unknown=unknown, methods=', '.join(METHODS)))
         return value
 
     @model_validator(mode="after")
     def _budget_needs_price(self) -> "DecideConfig":
         if self.budget_usd is not None and self.price_per_hour is None and self.api_price_per_1m is None:
-            raise ValueError("decide.budget_usd needs a price: set decide.price_per_hour or decide.api_price_per_1m (on the "
-                             "command line: --price-per-hour or --api-price-per-1m)")
+            raise ValueError(_("decide.budget_usd needs a price: set decide.price_per_hour or "
+                               "decide.api_price_per_1m (on the command line: --price-per-hour or "
+                               "--api-price-per-1m)"))
         return self
 
 
@@ -431,9 +442,10 @@ class Config(_Section):
     @classmethod
     def _known_method(cls, value: str) -> str:
         if value in REFUSED_METHODS:
-            raise ValueError(REFUSED_METHODS[value])
+            raise ValueError(translate(REFUSED_METHODS[value]))
         if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(METHODS)}")
+            raise ValueError(_("unknown method {value!r}; allowed: {methods}").format(
+                value=value, methods=', '.join(METHODS)))
         return value
 
     @model_validator(mode="after")
@@ -441,32 +453,35 @@ class Config(_Section):
         if self.method == "qlora" and self.quantization is None:
             self.quantization = QuantizationConfig()
         elif self.method != "qlora" and self.quantization is not None:
-            raise ValueError(f"quantization is used by method qlora only (method is {self.method!r}); set method: qlora or remove it")
+            raise ValueError(_("quantization is used by method qlora only (method is {method!r}); set method: "
+                               "qlora or remove it").format(method=self.method))
         if self.objective in ("dpo", "kto") and self.method == "prompt":
-            raise ValueError(f"objective {self.objective} with method prompt is not supported: its reference is the "
-                             "model with the adapter disabled, which prompt tuning can't score the same way; use "
-                             "method lora (or objective orpo, which needs no reference)")
+            raise ValueError(_("objective {objective} with method prompt is not supported: its reference is the "
+                               "model with the adapter disabled, which prompt tuning can't score the same way; "
+                               "use method lora (or objective orpo, which needs no reference)").format(
+                                   objective=self.objective))
         if self.method == "qlora" and (self.training.sharding or self.training.fsdp or self.training.deepspeed):
-            raise ValueError("method qlora with training.sharding is not supported: the 4-bit base is not sharded by "
-                             "FSDP / ZeRO here; use method: lora with sharding: fsdp, or qlora on one device per process")
+            raise ValueError(_("method qlora with training.sharding is not supported: the 4-bit base is not "
+                               "sharded by FSDP / ZeRO here; use method: lora with sharding: fsdp, or qlora on "
+                               "one device per process"))
         return self
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
         if not value or "/" in value or "\\" in value or value in (".", ".."):
-            raise ValueError(f"run name {value!r} must be a plain folder name (no '/')")
-        plain_text(value, what="the run name")
+            raise ValueError(_("run name {value!r} must be a plain folder name (no '/')").format(value=value))
+        plain_text(value, what=_("the run name"))
         if len(value.encode("utf-8")) > 200:
-            raise ValueError("the run name is a folder name: at most 200 bytes")
+            raise ValueError(_("the run name is a folder name: at most 200 bytes"))
         return value
 
     @field_validator("output_dir", "model")
     @classmethod
     def _plain_places(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("must not be empty")
-        return plain_text(value, what="a path or model name") or value
+            raise ValueError(_("must not be empty"))
+        return plain_text(value, what=_("a path or model name")) or value
 
     @property
     def run_dir(self) -> Path:
@@ -503,18 +518,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     result = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. training.learning_rate=1e-4")
-        key, _, text = item.partition("=")
+            raise ConfigError(_("override {item!r} must look like key=value, e.g. training.learning_rate=1e-4").format(
+                item=item))
+        key, _sep, text = item.partition("=")
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
-            raise ConfigError(f"override {item!r} has an empty key")
+            raise ConfigError(_("override {item!r} has an empty key").format(item=item))
         node = result
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+                raise ConfigError(_("override {item!r}: {part!r} is not a section").format(item=item, part=part))
             node = child
         node[parts[-1]] = _parse_scalar(text)
     return result
@@ -523,6 +539,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 5] + "...'" if text[0] in "'\"" else text[: limit - 3] + "..."
+
+
+# pydantic's messages (English only) by error type, in pydantic's words, for the other languages; ctx fills the fields
+PYDANTIC_MESSAGES = {
+    "missing": N_("Field required"),
+    "int_type": N_("Input should be a valid integer"),
+    "int_parsing": N_("Input should be a valid integer, unable to parse string as an integer"),
+    "int_from_float": N_("Input should be a valid integer, got a number with a fractional part"),
+    "float_type": N_("Input should be a valid number"),
+    "float_parsing": N_("Input should be a valid number, unable to parse string as a number"),
+    "bool_type": N_("Input should be a valid boolean"),
+    "bool_parsing": N_("Input should be a valid boolean, unable to interpret input"),
+    "string_type": N_("Input should be a valid string"),
+    "list_type": N_("Input should be a valid list"),
+    "dict_type": N_("Input should be a valid dictionary"),
+    "model_type": N_("Input should be a valid dictionary or instance of {class_name}"),
+    "greater_than": N_("Input should be greater than {gt}"),
+    "greater_than_equal": N_("Input should be greater than or equal to {ge}"),
+    "less_than": N_("Input should be less than {lt}"),
+    "less_than_equal": N_("Input should be less than or equal to {le}"),
+    "literal_error": N_("Input should be {expected}"),
+    "enum": N_("Input should be {expected}"),
+}
 
 
 def format_errors(error: ValidationError) -> str:
@@ -535,18 +574,25 @@ def format_errors(error: ValidationError) -> str:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see examples/ for every field)"
+            msg = _("unknown field (check the spelling; see examples/ for every field)")
+        elif err["type"] in PYDANTIC_MESSAGES and current_language() != "en":  # English: pydantic's own words
+            try:
+                msg = translate(PYDANTIC_MESSAGES[err["type"]]).format(**(err.get("ctx") or {}))
+            except (KeyError, IndexError):  # a pydantic version that fills other fields: its English words
+                pass
         # a section-wide rule (split ratios) names its values in the message; anything else shows what was given
-        shown = "" if isinstance(value, dict) and err["type"] == "value_error" else f" (got {_short(value)})"
+        shown = "" if isinstance(value, dict) and err["type"] == "value_error" else _(" (got {value})").format(
+            value=_short(value))
         lines.append(f"{loc}: {msg}{shown}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+    return _("invalid config:") + "\n  " + "\n  ".join(lines)
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
     raw = apply_overrides(raw or {}, overrides or [])
     if not all(isinstance(k, str) for k in raw):
         bad = next(k for k in raw if not isinstance(k, str))
-        raise ConfigError(f"invalid config:\n  {_short(bad)}: a field name must be text (got a {type(bad).__name__})")
+        raise ConfigError(_("invalid config:") + "\n  " + _("{bad}: a field name must be text (got a {kind})").format(
+            bad=_short(bad), kind=type(bad).__name__))
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
@@ -558,7 +604,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
+        for key_node, _value_node in node.value:
             key = self.construct_object(key_node, deep=deep)
             try:
                 first = seen.get(key)
@@ -566,7 +612,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             if first is not None:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first given on line {first.start_mark.line + 1}): keep one",
+                    None, None, _("duplicate key {key!r} (first given on line {line}): keep one").format(
+                        key=key, line=first.start_mark.line + 1),
                     key_node.start_mark)
             seen[key] = key_node
         return super().construct_mapping(node, deep=deep)
@@ -580,36 +627,39 @@ def parse_yaml(text: str, source: str) -> Any:
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
-            where = f" line {mark.line + 1}, column {mark.column + 1}:"
+            where = _(" line {line}, column {column}:").format(line=mark.line + 1, column=mark.column + 1)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}:{where} not valid YAML: {problem}") from None
+        raise ConfigError(_("{source}:{where} not valid YAML: {problem}").format(
+            source=source, where=where, problem=problem)) from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping in a YAML config file; a missing, unreadable, binary, empty or non-mapping file is a ConfigError."""
     if not path.is_file():
-        what = "is a folder, not a config file" if path.is_dir() else "not found"
-        raise ConfigError(f"config file {str(path)!r} {what}; pass the path of a YAML config such as "
-                          "examples/quickstart.yaml")
+        what = _("is a folder, not a config file") if path.is_dir() else _("not found")
+        raise ConfigError(_("config file {path!r} {what}; pass the path of a YAML config such as "
+                            "examples/quickstart.yaml").format(path=str(path), what=what))
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"config file {str(path)!r} can't be read ({exc.strerror}); check its permissions") from None
+        raise ConfigError(_("config file {path!r} can't be read ({strerror}); check its permissions").format(
+            path=str(path), strerror=exc.strerror)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not a text YAML file (byte {data[exc.start]:#04x} at offset "
-                          f"{exc.start} is not UTF-8); pass a YAML config such as examples/quickstart.yaml") from None
+        raise ConfigError(_("config file {path!r} is not a text YAML file (byte {byte:#04x} at offset "
+                            "{offset} is not UTF-8); pass a YAML config such as examples/quickstart.yaml").format(
+                                path=str(path), byte=data[exc.start], offset=exc.start)) from None
     if "\x00" in text:
-        raise ConfigError(f"config file {str(path)!r} is not a text YAML file (it has NUL bytes); pass a YAML config "
-                          "such as examples/quickstart.yaml")
+        raise ConfigError(_("config file {path!r} is not a text YAML file (it has NUL bytes); pass a YAML "
+                            "config such as examples/quickstart.yaml").format(path=str(path)))
     raw = parse_yaml(text.removeprefix("\ufeff"), str(path))
     if raw is None:
-        raise ConfigError(f"config file {str(path)!r} is empty; a config needs at least data.path (see "
-                          "examples/quickstart.yaml)")
+        raise ConfigError(_("config file {path!r} is empty; a config needs at least data.path (see "
+                            "examples/quickstart.yaml)").format(path=str(path)))
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of fields (name: ..., data: ...), got "
-                          f"{type(raw).__name__} {_short(raw)}")
+        raise ConfigError(_("{path}: the top level must be a mapping of fields (name: ..., data: ...), got "
+                            "{kind} {raw}").format(path=path, kind=type(raw).__name__, raw=_short(raw)))
     return raw
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunewise.catalog import N_
+
 
 class DataError(ValueError):
     """Data that cannot be used at all (missing file, unknown format, no valid row). One line, says what to do."""
@@ -12,22 +14,22 @@ class DataError(ValueError):
 
 # Every reason a row can be rejected for, with what it means (the codes are stable: reports and tests key on them).
 REASONS: dict[str, str] = {
-    "invalid_json": "the line is not valid JSON",
-    "not_object": "the row is not a record (a JSON object, or a CSV row that matches the header)",
-    "invalid_utf8": "the row is not valid UTF-8",
-    "missing_field": "a required field is missing",
-    "empty_field": "a required field is empty or whitespace only",
-    "wrong_type": "a field has the wrong type (number, null, list or object where text is expected)",
-    "invalid_roles": "unknown or misordered roles",
-    "control_chars": "the text contains control characters",
-    "too_short": "fewer tokens than data.min_tokens",
-    "too_long": "more tokens than data.max_tokens",
-    "no_trained_tokens": "no token is trained after masking",
-    "duplicate": "exact duplicate of an earlier row",
-    "near_duplicate": "near-duplicate of an earlier row",
-    "split_overlap": "duplicates an example of a later split (removed so nothing leaks into evaluation)",
-    "identical_pair": "the chosen and rejected answers of a preference pair are the same",
-    "mismatched_prompts": "the chosen and rejected conversations of a pair do not share their prompt",
+    "invalid_json": N_("the line is not valid JSON"),
+    "not_object": N_("the row is not a record (a JSON object, or a CSV row that matches the header)"),
+    "invalid_utf8": N_("the row is not valid UTF-8"),
+    "missing_field": N_("a required field is missing"),
+    "empty_field": N_("a required field is empty or whitespace only"),
+    "wrong_type": N_("a field has the wrong type (number, null, list or object where text is expected)"),
+    "invalid_roles": N_("unknown or misordered roles"),
+    "control_chars": N_("the text contains control characters"),
+    "too_short": N_("fewer tokens than data.min_tokens"),
+    "too_long": N_("more tokens than data.max_tokens"),
+    "no_trained_tokens": N_("no token is trained after masking"),
+    "duplicate": N_("exact duplicate of an earlier row"),
+    "near_duplicate": N_("near-duplicate of an earlier row"),
+    "split_overlap": N_("duplicates an example of a later split (removed so nothing leaks into evaluation)"),
+    "identical_pair": N_("the chosen and rejected answers of a preference pair are the same"),
+    "mismatched_prompts": N_("the chosen and rejected conversations of a pair do not share their prompt"),
 }
 
 

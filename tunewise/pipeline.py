@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from tunewise.catalog import _
 from tunewise.config import Config
 from tunewise.record import tracked
 from tunewise.rundir import RunDir, atomic_write_json
@@ -62,23 +63,25 @@ def estimate_stage(config: Config, run: RunDir) -> dict[str, Any] | None:
 
 def estimate_line(estimate: dict[str, Any]) -> str:
     """The estimate printed before training; a hint when the peak would not fit in the memory available."""
-    line = (f"estimate: training ~{estimate['time_s'] / 60:.1f} min, peak memory ~{estimate['peak_mb'] / 1024:.1f} GB "
-            f"({estimate['time_source']})")
+    line = _("estimate: training ~{minutes:.1f} min, peak memory ~{gb:.1f} GB ({source})").format(
+        minutes=estimate["time_s"] / 60, gb=estimate["peak_mb"] / 1024, source=estimate["time_source"])
     available, checkpointed = estimate.get("available_mb"), estimate.get("peak_mb_with_checkpointing")
     if available and estimate["peak_mb"] > 0.9 * available:
-        line += f"; more than the {available / 1024:.1f} GB available"
+        line += _("; more than the {gb:.1f} GB available").format(gb=available / 1024)
         if checkpointed:
-            line += f": training.gradient_checkpointing=true needs ~{checkpointed / 1024:.1f} GB"
+            line += _(": training.gradient_checkpointing=true needs ~{gb:.1f} GB").format(gb=checkpointed / 1024)
     return line
 
 
 def actual_line(estimate: dict[str, Any] | None, train: dict[str, Any]) -> str:
     """The closing note: what training took against what was estimated before it."""
     peak = train.get("cuda_peak_allocated_mb") or train.get("peak_rss_mb") or 0
-    took = f"training took {train.get('train_time_s', 0) / 60:.1f} min, peak memory {peak / 1024:.1f} GB"
+    took = _("training took {minutes:.1f} min, peak memory {gb:.1f} GB").format(
+        minutes=train.get("train_time_s", 0) / 60, gb=peak / 1024)
     if not estimate:
         return took
-    return took + f" (estimated {estimate['time_s'] / 60:.1f} min, {estimate['peak_mb'] / 1024:.1f} GB)"
+    return took + _(" (estimated {minutes:.1f} min, {gb:.1f} GB)").format(minutes=estimate["time_s"] / 60,
+                                                                        gb=estimate["peak_mb"] / 1024)
 
 
 def compare_stage(config: Config, run: RunDir) -> dict[str, Any]:
@@ -114,7 +117,7 @@ def _run_all(config: Config, notify: Notify, eval_progress: Any) -> dict[str, An
     result: dict[str, Any] = {"run_dir": str(run.root)}
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
-        notify(f"[{name}] started")
+        notify(_("[{stage}] started").format(stage=name))
         started = time.time()
         if name in ("prepare", "train"):  # these record their own stage in run.json
             value = fn()
@@ -122,7 +125,7 @@ def _run_all(config: Config, notify: Notify, eval_progress: Any) -> dict[str, An
             with tracked(run.root, name):  # monitor: run.json per stage
                 value = fn()
         timings[name] = round(time.time() - started, 2)
-        notify(f"[{name}] done in {timings[name]:.1f} s")
+        notify(_("[{stage}] done in {seconds:.1f} s").format(stage=name, seconds=timings[name]))
         return value
 
     with tracked(run.root, "pipeline", config):  # monitor: the whole pipeline is the job in run.json

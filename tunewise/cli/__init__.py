@@ -15,6 +15,7 @@ import typer
 warnings.filterwarnings("ignore", message=r".*Failed to load.*")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from tunewise.catalog import _  # noqa: E402
 from tunewise.cli.common import console, err_console, fail, guarded, quiet_libraries  # noqa: E402,F401
 
 app = typer.Typer(
@@ -33,8 +34,23 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _choose_language(value: Optional[str]) -> Optional[str]:
+    """--lang, else $TUNEWISE_LANG, else the locale: the language of every message from here on (tunewise/catalog.py).
+    An explicit choice is exported, so processes tunewise starts (torchrun workers, the dashboard's runs) share it."""
+    from tunewise.catalog import resolve_language, set_language
+
+    if value is None:  # the environment's choice, read when each message is shown; a bad $TUNEWISE_LANG stops here
+        guarded(lambda: resolve_language(None))
+        return value
+    os.environ["TUNEWISE_LANG"] = guarded(lambda: set_language(value))
+    return value
+
+
 @app.callback()
 def _main(
+    lang: Optional[str] = typer.Option(None, "--lang", is_eager=True, callback=_choose_language,
+                                       help="Language of messages, tables and the report: en or zh "
+                                            "[$TUNEWISE_LANG, else the locale's, else en]"),
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                  help="Print tunewise's version and exit (`tunewise doctor` for everything else)"),
 ) -> None:
@@ -75,13 +91,14 @@ def _print_comparison(comparison: dict[str, Any]) -> None:
     models, main = comparison["models"], comparison.get("main_metric")
     head, base = comparison.get("headline"), comparison.get("baseline", models[0])
     names = sorted(comparison["metrics"], key=lambda n: n != main)  # the headline metric first
-    table = Table(title=f"{' vs '.join(models)} on {comparison['n']} held-out examples"
-                        + (f" (* headline: {main}, {head} - {base})" if head and len(names) > 1 else ""))
-    table.add_column("metric", no_wrap=True, min_width=max(len(n) for n in names) + 2)
+    table = Table(title=_("{models} on {n} held-out examples").format(models=" vs ".join(models), n=comparison["n"])
+                        + (_(" (* headline: {main}, {head} - {base})").format(main=main, head=head, base=base)
+                           if head and len(names) > 1 else ""))
+    table.add_column(_("metric"), no_wrap=True, min_width=max(len(n) for n in names) + 2)
     for m in models:
         table.add_column(m.replace("_", " "), justify="right")
-    table.add_column(f"{head} - {base}" if head else "delta", justify="right")
-    table.add_column("95% CI", justify="right", min_width=8)
+    table.add_column(f"{head} - {base}" if head else _("delta"), justify="right")
+    table.add_column(_("95% CI"), justify="right", min_width=8)
     table.add_column("p", justify="right")
     for name in names:
         entry = comparison["metrics"][name]
@@ -117,7 +134,8 @@ def run(
         quiet_libraries()
         from tunewise.pipeline import run_all
 
-        console.print(f"[bold]tunewise run[/] {cfg.name}: {cfg.method} on [cyan]{cfg.model}[/] -> {cfg.run_dir}")
+        console.print(_("[bold]tunewise run[/] {name}: {method} on [cyan]{model}[/] -> {run_dir}").format(
+            name=cfg.name, method=cfg.method, model=cfg.model, run_dir=cfg.run_dir))
         eval_progress = _eval_progress("evaluating")
 
         def notify(message: str) -> None:
@@ -128,7 +146,7 @@ def run(
                          run_root=cfg.run_dir)
     if "comparison" in result:
         _print_comparison(result["comparison"])
-    console.print(f"report: [bold]{result['report']}[/]")
+    console.print(_("report: [bold]{report}[/]").format(report=result['report']))
 
 
 @app.command()
@@ -181,7 +199,8 @@ def train(
                 fail(str(exc), code=1)
             summary_file = run_dir.train_summary
             if not (summary_file.is_file() and summary_file.stat().st_mtime >= started):
-                console.print(f"this node's {nproc} process(es) finished; rank 0 writes the run to {run_dir.root}")
+                console.print(_("this node's {nproc} process(es) finished; rank 0 writes the run to {root}").format(
+                    nproc=nproc, root=run_dir.root))
                 return
             summary = json.loads(summary_file.read_text(encoding="utf-8"))
         else:
@@ -194,8 +213,10 @@ def train(
     if not is_main_process() or os.environ.get("TUNEWISE_LAUNCHED"):  # a torchrun worker: its launcher speaks
         return
     console.print(
-        f"trained {summary['steps']} steps in {summary['train_time_s']:.1f} s; final train loss "
-        f"{summary['final_train_loss']:.4f}; model saved to {run_dir.model}"
+        _("trained {steps} steps in {train_time_s:.1f} s; final train loss {final_train_loss:.4f}; "
+          "model saved to {model}").format(
+            steps=summary["steps"], train_time_s=summary["train_time_s"], final_train_loss=summary["final_train_loss"],
+            model=run_dir.model)
     )
 
 
@@ -219,16 +240,18 @@ def eval_command(
     names = [n.strip() for item in metrics or [] for n in item.split(",") if n.strip()] or None
     if target is None or data is not None:
         if target is not None:
-            fail("pass either a run directory (RUN --model base|tuned) or --model PATH --data FILE, not both")
+            fail(_("pass either a run directory (RUN --model base|tuned) or --model PATH --data FILE, not "
+                   "both"))
         if model in ("tuned", "base"):
-            fail("--model must name a model folder, adapter folder or run directory when no run is given")
+            fail(_("--model must name a model folder, adapter folder or run directory when no run is given"))
         _eval_standalone(model, data, out, names, max_new_tokens, max_examples, name)
         return
     from tunewise.evaluate.run import evaluate_run
     from tunewise.runs import config_of_run
 
     if model not in ("tuned", "base"):
-        fail(f"with a run directory, --model must be 'tuned' or 'base', got {model!r} (to evaluate a folder: --model PATH --data FILE)")
+        fail(_("with a run directory, --model must be 'tuned' or 'base', got {model!r} (to evaluate a "
+               "folder: --model PATH --data FILE)").format(model=model))
     cfg, run_dir = guarded(lambda: config_of_run(target))
     for field, value in (("metrics", names), ("max_new_tokens", max_new_tokens), ("max_examples", max_examples)):
         if value:
@@ -243,7 +266,8 @@ def eval_command(
         console.print(f"{name}: {value:.4f}")
     if result.get("few_shot"):
         few = result["few_shot"]
-        console.print(f"few-shot ({len(few['shots'])} shots): " + ", ".join(f"{k} {v:.4f}" for k, v in few["metrics"].items()))
+        console.print(_("few-shot ({shots} shots): ").format(
+            shots=len(few['shots'])) + ", ".join(f"{k} {v:.4f}" for k, v in few["metrics"].items()))
 
 
 def _eval_standalone(model: str, data: Optional[Path], out: Optional[Path], names: Optional[list[str]],
@@ -252,7 +276,8 @@ def _eval_standalone(model: str, data: Optional[Path], out: Optional[Path], name
 
     result = guarded(lambda: evaluate_model(model, data, out, metrics=names, max_new_tokens=max_new_tokens,
                                             max_examples=max_examples, name=name))
-    console.print(f"{result['model']} on {result['n']} examples -> {result['out_dir']}")
+    console.print(_("{model} on {n} examples -> {out_dir}").format(
+        model=result['model'], n=result['n'], out_dir=result['out_dir']))
     for name, value in result["metrics"].items():
         console.print(f"{name}: {value:.4f}")
 
@@ -277,18 +302,17 @@ def compare(
 @app.command()
 def report(
     target: Path = typer.Argument(..., help="A run directory"),
-    lang: Optional[str] = typer.Option(None, "--lang", help="Language of the checklist section: en or zh [$TUNEWISE_LANG, else en]"),
+    lang: Optional[str] = typer.Option(None, "--lang", help="Language of the report: en or zh (as `tunewise --lang`)"),
 ) -> None:
     """Write RUN/report.html (plots included) from what the stages left."""
-    from tunewise.catalog import resolve_language
     from tunewise.pipeline import report_stage
     from tunewise.runs import config_of_run
 
-    if lang is not None:  # the report reads the language from the environment, as the pipeline's report stage does
-        os.environ["TUNEWISE_LANG"] = guarded(lambda: resolve_language(lang))
+    if lang is not None:  # as the root's --lang: the report reads the language the process speaks
+        _choose_language(lang)
 
     cfg, run_dir = guarded(lambda: config_of_run(target))
-    console.print(f"report: [bold]{guarded(lambda: report_stage(cfg, run_dir))}[/]")
+    console.print(_("report: [bold]{report}[/]").format(report=guarded(lambda: report_stage(cfg, run_dir))))
 
 
 _register_command_modules()

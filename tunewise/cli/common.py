@@ -10,6 +10,8 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
+from tunewise.catalog import _
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -35,7 +37,8 @@ def fail(message: str, code: int = 2) -> None:
     from rich.markup import escape
 
     # escaped: a message naming `tunewise[deepspeed]` or a path with brackets is text, not rich markup
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    label = _("error:")
+    err_console.print(f"[bold red]{label}[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -60,8 +63,9 @@ def guarded(fn: Callable[[], Any], *, stage: str | None = None, config: Any = No
     except (ConfigError, DataError, RunLocked, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     except KeyboardInterrupt as exc:
-        where = f" during {stage}" if stage else ""
-        fail(str(exc) or f"cancelled (Ctrl-C){where}; what was being written was not kept: run the command again", code=130)
+        where = _(" during {stage}").format(stage=stage) if stage else ""
+        fail(str(exc) or _("cancelled (Ctrl-C){where}; what was being written was not kept: run the command "
+                           "again").format(where=where), code=130)
     except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into a message
         from tunewise.failures import (
             EXIT_FAILED,
@@ -75,7 +79,8 @@ def guarded(fn: Callable[[], Any], *, stage: str | None = None, config: Any = No
         message = describe(exc, stage=stage, config=config, run_root=run_root)
         if not (is_disk_full(exc, run_root) or is_out_of_memory(exc)):
             where = _save_traceback(run_root)
-            message += f" (this looks like a bug: the traceback is in {where}; please report it with that file)"
+            message += _(" (this looks like a bug: the traceback is in {where}; please report it with that file)").format(
+                where=where)
         fail(message, code=EXIT_FAILED)
 
 
@@ -95,4 +100,4 @@ def _save_traceback(run_root: str | Path | None) -> str:
             return str(place)
         except OSError:
             continue
-    return "nowhere (the disk is full?); rerun with TUNEWISE_DEBUG=1 to see it"
+    return _("nowhere (the disk is full?); rerun with TUNEWISE_DEBUG=1 to see it")

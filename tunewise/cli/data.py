@@ -10,6 +10,8 @@ from typing import Any, Callable, List, Optional
 import typer
 from rich.console import Console
 
+from tunewise.catalog import _
+
 app = typer.Typer(help="Prepare, inspect, convert and split datasets.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)  # fmt: skip
 console = Console()
@@ -31,7 +33,8 @@ def _tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     try:
         return load_tokenizer(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot load the tokenizer of {name!r}: {str(exc).splitlines()[0]}") from None
+        raise DataError(_("cannot load the tokenizer of {name!r}: {reason}").format(
+            name=name, reason=str(exc).splitlines()[0])) from None
 
 
 def _run_dir(path: Path) -> tuple[Any, Path] | None:
@@ -81,7 +84,8 @@ def prepare(
                               objective=cfg.objective)
         plot = plot_token_histograms(report, str(cfg.run_dir / "plots" / "data_token_lengths.png"))
         render_report(report, console)
-        console.print(f"wrote {data_dir}/ (train/val/test.jsonl, rejects.jsonl, data_report.json) and {plot}")
+        console.print(_("wrote {data_dir}/ (train/val/test.jsonl, rejects.jsonl, data_report.json) and {plot}").format(
+            data_dir=data_dir, plot=plot))
 
     def tracked_go() -> None:
         from tunewise.pipeline import check_for_prepare
@@ -118,9 +122,11 @@ def stats(
             render_report(json.loads(report_path.read_text(encoding="utf-8")), console)
             return
         if not target.exists():
-            raise DataError(f"{target} not found; pass a run directory, a prepared data folder or a data file")
+            raise DataError(_("{target} not found; pass a run directory, a prepared data folder or a data file").format(
+                target=target))
         if not model:
-            raise DataError(f"{target} has no data_report.json; run `tunewise data prepare` first, or pass --model to measure a file")
+            raise DataError(_("{target} has no data_report.json; run `tunewise data prepare` first, or pass "
+                              "--model to measure a file").format(target=target))
         import tempfile
 
         from tunewise.config import DataConfig
@@ -166,7 +172,7 @@ def preview(
                 eos_ids = [value] if isinstance(value, int) else value
         else:
             if not model:
-                raise DataError("pass --model to preview a data file (its tokenizer renders the examples)")
+                raise DataError(_("pass --model to preview a data file (its tokenizer renders the examples)"))
             import io
             import itertools
 
@@ -175,13 +181,13 @@ def preview(
             from tunewise.data.prepare import RejectLog, normalised
 
             rows = normalised(iter_rows(str(target)), DataConfig(path=str(target)), RejectLog(io.StringIO()), {})
-            examples = [ex for _, ex in itertools.islice(rows, n)]
+            examples = [ex for _line, ex in itertools.islice(rows, n)]
             tokenizer = _tokenizer(model)
             mode, max_tokens = loss_on or "answers", None
         for warning in template_warnings(tokenizer, generation_tokenizer=generation_tokenizer, generation_eos_ids=eos_ids):
-            err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+            err_console.print(_("[bold yellow]warning:[/] {warning}").format(warning=warning), highlight=False)
         if not examples:
-            raise DataError(f"no example to show in {target}")
+            raise DataError(_("no example to show in {target}").format(target=target))
         preview_examples(examples, tokenizer, console, n=n, loss_on=mode, max_tokens=max_tokens)
 
     _run(go)
@@ -201,9 +207,10 @@ def convert(
         from tunewise.data.convert import convert_file
 
         result = convert_file(src, dst, to, format=format, columns=_columns(column))
-        console.print(f"wrote {result.written:,} rows to {dst} as {to}")
+        console.print(_("wrote {written:,} rows to {dst} as {to}").format(written=result.written, dst=dst, to=to))
         if result.rejected:
-            console.print(f"[yellow]{sum(result.rejected.values()):,} rows not converted[/] ({_reasons(result.rejected)}); see {result.rejects_path}")
+            console.print(_("[yellow]{n:,} rows not converted[/] ({rejected}); see {rejects_path}").format(
+                n=sum(result.rejected.values()), rejected=_reasons(result.rejected), rejects_path=result.rejects_path))
 
     _run(go)
 
@@ -235,8 +242,10 @@ def split_cmd(
         except ValidationError as exc:
             raise DataError(format_errors(exc).replace("\n  ", " ")) from None
         counts = split_file(src, out, cfg)
-        console.print(f"train {counts['train']:,}, val {counts['val']:,}, test {counts['test']:,} -> {out}/"
-                      + (f"; {counts['rejected']:,} rows rejected (see {out}/rejects.jsonl)" if counts["rejected"] else ""))  # fmt: skip
+        console.print(_("train {train:,}, val {val:,}, test {test:,} -> {out}/").format(
+            train=counts['train'], val=counts['val'], test=counts['test'], out=out)
+                      + (_("; {rejected:,} rows rejected (see {out}/rejects.jsonl)").format(
+                          rejected=counts['rejected'], out=out) if counts["rejected"] else ""))  # fmt: skip
 
     _run(go)
 
@@ -256,9 +265,11 @@ def from_feedback(
         data = write_feedback_data(log, out, kind)
         what = (f"{sum(1 for r in data.rows if r['label'])} desirable, {sum(1 for r in data.rows if not r['label'])} "
                 "undesirable answers" if kind == "kto" else "preference pairs")
-        console.print(f"wrote {len(data.rows):,} rows to {out} ({what}) from {data.responses:,} responses and "
-                      f"{data.feedback:,} feedback records" + (f"; skipped: {_reasons(dict(data.skipped))}" if data.skipped else ""))
-        console.print(f"train on them with objective: {kind} and data.path: {out}")
+        console.print(_("wrote {n_rows:,} rows to {out} ({what}) from {responses:,} responses and "
+                        "{feedback:,} feedback records").format(n_rows=len(data.rows), out=out, what=what,
+                                                                 responses=data.responses, feedback=data.feedback)
+                      + (_("; skipped: {skipped}").format(skipped=_reasons(dict(data.skipped))) if data.skipped else ""))
+        console.print(_("train on them with objective: {kind} and data.path: {out}").format(kind=kind, out=out))
 
     _run(go)
 
@@ -269,8 +280,8 @@ def _columns(items: Optional[List[str]]) -> dict[str, str]:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise DataError(f"--column {item!r} must look like field=column, e.g. output=answer")
-        k, _, v = item.partition("=")
+            raise DataError(_("--column {item!r} must look like field=column, e.g. output=answer").format(item=item))
+        k, _sep, v = item.partition("=")
         out[k.strip()] = v.strip()
     return out
 

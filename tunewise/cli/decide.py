@@ -9,6 +9,10 @@ from typing import Any, Callable, Iterator, Optional
 
 import typer
 
+from tunewise.catalog import N_, _, translate
+
+SOURCES = (N_("given"), N_("inferred"))  # where advice.json says a task or format came from
+
 
 def _cli() -> Any:
     from tunewise.cli import common as cli
@@ -58,12 +62,14 @@ def estimate_table(report: dict[str, Any], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ["method", "trainable params", "peak memory", "with grad. ckpt", "time / epoch", "total time", "time from"]
+    columns = [N_("method"), N_("trainable params"), N_("peak memory"), N_("with grad. ckpt"), N_("time / epoch"),
+               N_("total time"), N_("time from")]
     has_device_cost = any("device_cost" in m["cost"] for m in report["methods"].values())
     has_api_cost = any("api_cost" in m["cost"] for m in report["methods"].values())
-    columns += (["device cost"] if has_device_cost else []) + (["API cost"] if has_api_cost else []) + ["fits"]
+    columns += (([N_("device cost")] if has_device_cost else []) + ([N_("API cost")] if has_api_cost else [])
+                + [N_("fits")])
     for column in columns:
-        table.add_column(column, justify="left" if column in ("method", "time from", "fits") else "right")
+        table.add_column(translate(column), justify="left" if column in ("method", "time from", "fits") else "right")
     available = report["hardware"]["available_mb"]
     for name, m in report["methods"].items():
         p, mem, t, cost = m["parameters"], m["memory"], m["time"], m["cost"]
@@ -78,11 +84,14 @@ def estimate_table(report: dict[str, Any], title: str) -> Any:
             row.append(_money(cost.get("device_cost")))
         if has_api_cost:
             row.append(_money(cost.get("api_cost")))
-        row.append("[green]yes[/]" if fits else "[red]no[/]" if fits is False else "?")
+        row.append("[green]" + _("yes") + "[/]" if fits else "[red]" + _("no") + "[/]" if fits is False else "?")
         table.add_row(*row)
-    table.caption = (f"{report['device']}, {_mb(available)} available; {report['workload']['examples']:,} examples, "
-                     f"{report['workload']['steps_per_epoch']} steps/epoch, peak batch "
-                     f"{report['workload']['peak_batch']['rows']} x {report['workload']['peak_batch']['length']} tokens")
+    work = report["workload"]
+    table.caption = _("{device}, {available} available; {examples:,} examples, {steps} steps/epoch, peak batch {rows} x "
+                      "{length} tokens").format(
+                          device=report["device"], available=_mb(available), examples=work["examples"],
+                                                steps=work["steps_per_epoch"], rows=work["peak_batch"]["rows"],
+                                                length=work["peak_batch"]["length"])
     return table
 
 
@@ -90,22 +99,22 @@ def parts_table(report: dict[str, Any]) -> Any:
     """Where each method's peak memory goes (MB), methods side by side."""
     from rich.table import Table
 
-    rows = [("runtime", "runtime"), ("weights", "weights"), ("  of which adapters", "adapters_in_weights"),
-            ("  of which quantized", "quantized_in_weights"), ("mapped checkpoint", "mapped_checkpoint"),
-            ("gradients", "gradients"), ("optimizer states", "optimizer_states"),
-            ("optimizer step temporary", "optimizer_step_temporary"), ("activations", "activations"),
-            ("  with gradient checkpointing", "activations_checkpointed"), ("logits", "logits")]
+    rows = [(N_("runtime"), "runtime"), (N_("weights"), "weights"), (N_("  of which adapters"), "adapters_in_weights"),
+            (N_("  of which quantized"), "quantized_in_weights"), (N_("mapped checkpoint"), "mapped_checkpoint"),
+            (N_("gradients"), "gradients"), (N_("optimizer states"), "optimizer_states"),
+            (N_("optimizer step temporary"), "optimizer_step_temporary"), (N_("activations"), "activations"),
+            (N_("  with gradient checkpointing"), "activations_checkpointed"), (N_("logits"), "logits")]
     methods = report["methods"]
     factor = next(iter(methods.values()))["memory"]["activation_factor"] if methods else 1.0
-    table = Table(title=f"memory parts (MB); the peak counts activations x {factor:g}")
-    table.add_column("part")
+    table = Table(title=_("memory parts (MB); the peak counts activations x {factor:g}").format(factor=factor))
+    table.add_column(_("part"))
     for name in methods:
         table.add_column(name, justify="right")
     for label, key in rows:
         values = [m["memory"]["parts_mb"].get(key, 0.0) for m in methods.values()]
         if any(values):
-            table.add_row(label, *(f"{v:,.1f}" for v in values))
-    table.add_row("[bold]peak[/]", *(f"[bold]{m['memory']['peak_mb']:,.0f}[/]" for m in methods.values()))
+            table.add_row(translate(label), *(f"{v:,.1f}" for v in values))
+    table.add_row("[bold]" + _("peak") + "[/]", *(f"[bold]{m['memory']['peak_mb']:,.0f}[/]" for m in methods.values()))
     return table
 
 
@@ -117,15 +126,17 @@ def sharding_table(report: dict[str, Any]) -> Any:
     if not methods:
         return None
     devices = next(iter(methods.values()))["sharding"]["devices"]
-    table = Table(title=f"per-device peak memory sharded over {devices} devices (training.sharding; docs/scale.md)")
+    table = Table(title=_("per-device peak memory sharded over {devices} devices (training.sharding; docs/scale.md)").format(
+        devices=devices))
     engines = list(next(iter(methods.values()))["sharding"]["engines"])
-    for column in ["method", "one device", *engines]:
-        table.add_column(column, justify="left" if column == "method" else "right")
+    for column in [_("method"), _("one device"), *engines]:
+        table.add_column(column, justify="left" if column == _("method") else "right")
     for name, m in methods.items():
         cells = []
         for engine in engines:
             e = m["sharding"]["engines"][engine]
-            mark = "[green]fits[/]" if e["fits_in_memory"] else "[red]no[/]" if e["fits_in_memory"] is False else ""
+            mark = ("[green]" + _("fits") + "[/]" if e["fits_in_memory"] else "[red]" + _("no") + "[/]"
+                    if e["fits_in_memory"] is False else "")
             cells.append(f"{_mb(e['peak_mb'])} {mark}".strip())
         table.add_row(name, _mb(m["memory"]["peak_mb"]), *cells)
     return table
@@ -174,25 +185,25 @@ def estimate_command(
     workload = None
     if not cfg.data.path and not run_dir.split("train").is_file():
         if not (examples and seq_len):
-            cli.fail("the config has no data.path: give --examples N and --seq-len TOKENS to estimate without data")
+            cli.fail(_("the config has no data.path: give --examples N and --seq-len TOKENS to estimate without data"))
         from tunewise.decide.workload import synthetic_workload
 
         workload = synthetic_workload(cfg, examples, seq_len, max(seq_len // 4, 1))
-    with _working(cli.err_console) as (say, _):
+    with _working(cli.err_console) as (say, _advance):
         if workload is None:
             cli.guarded(lambda: _prepared(cfg, run_dir, say))
         report = cli.guarded(lambda: estimate_run(
             cfg, run_dir.root, d.methods, calibrate=d.calibrate and workload is None, calibration_steps=d.calibration_steps,
             price_per_hour=d.price_per_hour, api_price_per_1m=d.api_price_per_1m, workload=workload, progress=say,
         ))
-    cli.console.print(estimate_table(report, f"{cfg.model}: estimated per method"))
+    cli.console.print(estimate_table(report, _("{model}: estimated per method").format(model=cfg.model)))
     cli.console.print(parts_table(report))
     sharded = sharding_table(report)
     if sharded is not None:
         cli.console.print(sharded)
     for line in report["assumptions"]:
         cli.console.print(f"[dim]- {line}[/]", highlight=False)
-    cli.console.print(f"written: {run_dir.estimate}")
+    cli.console.print(_("written: {path}").format(path=run_dir.estimate))
 
 
 def advise_command(
@@ -235,7 +246,7 @@ def advise_command(
     cfg, run_dir = cli.guarded(lambda: config_of_run(config, [*(overrides or []), *options]))
     with _working(cli.err_console) as (say, advance):
         if not run_dir.split("train").is_file():
-            say("preparing the data")
+            say(_("preparing the data"))
             cli.guarded(lambda: prepare_stage(cfg, run_dir))
         advice = cli.guarded(lambda: advise_run(
             cfg, run_dir.root, progress=say, generation_progress=advance,
@@ -243,34 +254,36 @@ def advise_command(
     console = cli.console
     a = advice.to_dict()
     inputs = a["inputs"]
-    console.print(Panel(a["summary"], title=f"decision: {a['decision']}", expand=False))
-    console.print(f"task {inputs['task']} ({inputs['task_source']}); strict format "
-                  f"{'yes' if inputs['strict_format'] else 'no'} ({inputs['strict_format_source']}); "
-                  f"{inputs['usable_examples']:,} usable training examples; {inputs['device']}", highlight=False)
+    console.print(Panel(a["summary"], title=_("decision: {decision}").format(decision=a["decision"]), expand=False))
+    console.print(_("task {task} ({source}); strict format {strict} ({strict_source}); {examples:,} usable training "
+                    "examples; {device}").format(
+        task=inputs["task"], source=translate(inputs["task_source"]), strict=_("yes") if inputs["strict_format"] else _("no"),
+        strict_source=translate(inputs["strict_format_source"]), examples=inputs["usable_examples"],
+        device=inputs["device"]), highlight=False)
     for reason in a["reasons"]:
         console.print(f"  - {reason}", highlight=False)
     for method, why in a["not_chosen"].items():
-        console.print(f"  [dim]not {method}:[/] {why}", highlight=False)
+        console.print(_("  [dim]not {method}:[/] {why}").format(method=method, why=why), highlight=False)
 
     b = a["baselines"]
-    base = Table(title=f"measured prompting baseline: base model on {b['n']} rows ({b['from_val']} validation, "
-                       f"{b['from_train']} unused training), {b['shots']} shots")
+    base = Table(title=_("measured prompting baseline: base model on {n} rows ({from_val} validation, {from_train} "
+                         "unused training), {shots} shots").format(**b))
     metric_names = list(next(iter(b["variants"].values()))["metrics"]) if b["variants"] else []
-    base.add_column("prompt")
+    base.add_column(_("prompt"))
     for name in metric_names:
         base.add_column(name, justify="right")
     for variant, result in b["variants"].items():
         base.add_row(variant.replace("_", "-"), *(f"{result['metrics'][m]:.3f}" for m in metric_names))
     console.print(base)
 
-    rules = Table(title="rules")
-    for column in ("", "rule", "evidence"):
+    rules = Table(title=_("rules"))
+    for column in ("", _("rule"), _("evidence")):
         rules.add_column(column)
     for r in a["rules"]:
-        rules.add_row("[green]fired[/]" if r["fired"] else "[dim]not fired[/]", r["description"], r["evidence"])
+        rules.add_row(_("[green]fired[/]") if r["fired"] else _("[dim]not fired[/]"), r["description"], r["evidence"])
     console.print(rules)
-    console.print(estimate_table(a["estimates"], "estimates"))
-    console.print(f"written: {run_dir.advice}")
+    console.print(estimate_table(a["estimates"], _("estimates")))
+    console.print(_("written: {path}").format(path=run_dir.advice))
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,11 @@ from typing import Any
 
 import typer
 
+from tunewise.catalog import N_, _, translate
 from tunewise.rundir import RunDir
+
+RUN_COLUMNS = (N_("name"), N_("status"), N_("method"), N_("model"), N_("steps"), N_("best eval loss"), N_("main metric"),
+               N_("created"))
 
 
 def _summary_table(summary: dict[str, Any], title: str) -> Any:
@@ -25,11 +29,11 @@ def _summary_table(summary: dict[str, Any], title: str) -> Any:
 def _header(record: dict[str, Any], run: Path) -> str:
     status = record.get("status", "unknown")
     colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "interrupted": "yellow"}.get(status, "cyan")
-    parts = [f"[bold]{record.get('name', run.name)}[/]", f"[{colour}]{status}[/]"]
+    parts = [f"[bold]{record.get('name', run.name)}[/]", f"[{colour}]{translate(status)}[/]"]
     if record.get("stage"):
-        parts.append(f"stage {record['stage']}")
+        parts.append(_("stage {stage}").format(stage=record["stage"]))
     if record.get("method"):
-        parts.append(f"{record['method']} on {record.get('model')}")
+        parts.append(_("{method} on {model}").format(method=record["method"], model=record.get("model")))
     for key in ("started_at", "finished_at"):
         if record.get(key):
             parts.append(f"{key.split('_')[0]} {record[key]}")
@@ -53,7 +57,8 @@ def monitor_command(
 
     console = Console()
     if not RunDir.of(run).metrics.is_file() and not RunDir.of(run).record.is_file():
-        fail(f"{run} has no metrics.jsonl or run.json: pass a run directory (e.g. runs/NAME) that has started training")
+        fail(_("{run} has no metrics.jsonl or run.json: pass a run directory (e.g. runs/NAME) that has started "
+               "training").format(run=run))
     from tunewise.record import mark_interrupted
 
     console.print(_header(mark_interrupted(run), run), highlight=False)  # a killed writer: "interrupted"
@@ -76,15 +81,17 @@ def monitor_command(
                     if record.get("kind") in ("train", "eval"):
                         console.print(view.line() if record["kind"] == "train" else view.eval_line(), highlight=False)
                     elif record.get("kind") in ("warning", "error"):
-                        console.print(f"[yellow]{record['kind']}:[/] {record.get('message')}", highlight=False)
+                        label = _("warning:") if record["kind"] == "warning" else _("error:")
+                        console.print(f"[yellow]{label}[/] {record.get('message')}", highlight=False)
                 records.extend(batch)
     except KeyboardInterrupt:
-        console.print("stopped following (the run itself goes on)")
+        console.print(_("stopped following (the run itself goes on)"))
         raise typer.Exit(0)
     record = read_record(run)
-    console.print(_summary_table(summarize(records), f"{run.name}: {record.get('status', 'unknown')}"))
+    console.print(_summary_table(summarize(records), f"{run.name}: {translate(record.get('status', 'unknown'))}"))
     if record.get("error"):
-        console.print(f"[red]error:[/] {record['error']}", highlight=False)
+        label = _("error:")
+        console.print(f"[red]{label}[/] {record['error']}", highlight=False)
 
 
 def runs_command(
@@ -104,21 +111,21 @@ def runs_command(
         console.print_json(json.dumps(rows))
         return
     if not rows:
-        console.print(f"no runs in {directory}")
+        console.print(_("no runs in {directory}").format(directory=directory))
         return
-    table = Table(title=f"runs in {directory}")
-    for column in ("name", "status", "method", "model", "steps", "best eval loss", "main metric", "created"):
-        table.add_column(column, justify="right" if column in ("steps", "best eval loss") else "left")
+    table = Table(title=_("runs in {directory}").format(directory=directory))
+    for column in RUN_COLUMNS:
+        table.add_column(translate(column), justify="right" if column in ("steps", "best eval loss") else "left")
     colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "interrupted": "yellow"}
     for r in rows:
         metric = ""
         if r["main_metric"] and r["main_metric_value"] is not None:
             metric = f"{r['main_metric']} {r['main_metric_value']:.3f}"
             if r["main_metric_base"] is not None:
-                metric += f" (base {r['main_metric_base']:.3f})"
+                metric += _(" (base {value:.3f})").format(value=r["main_metric_base"])
         colour = colours.get(r["status"], "cyan")
         table.add_row(
-            r["name"], f"[{colour}]{r['status']}[/]", r["method"] or "", str(r["model"] or ""),
+            r["name"], f"[{colour}]{translate(r['status'])}[/]", r["method"] or "", str(r["model"] or ""),
             "" if r["steps"] is None else str(r["steps"]),
             "" if r["best_eval_loss"] is None else f"{r['best_eval_loss']:.4f}",
             metric, (r["created_at"] or "").replace("T", " ").rstrip("Z"),

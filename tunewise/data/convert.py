@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunewise.catalog import _
 from tunewise.config import DataConfig
 from tunewise.data.io import atomic_open, dumps
 from tunewise.errors import DataError, RowError
@@ -52,7 +53,8 @@ def to_format(example: Example, target: str) -> dict[str, Any]:
             raise RowError("invalid_roles", f"a conversation with {len(pairs)} turns cannot be written as completion; use chat")
         record = {"prompt": pairs[0][0], "completion": pairs[0][1]}
     else:
-        raise DataError(f"unknown output format {target!r}; use one of {', '.join(TARGETS)}")
+        raise DataError(_("unknown output format {target!r}; use one of {targets}").format(
+            target=target, targets=', '.join(TARGETS)))
     if system:
         record["system"] = system
     return {**record, **_extras(example)}
@@ -75,7 +77,8 @@ def convert_file(src: str, dst: str | Path, to: str, *, format: str = "auto", co
     from tunewise.data.prepare import RejectLog, normalised
 
     if to not in TARGETS:
-        raise DataError(f"unknown output format {to!r}; use one of {', '.join(TARGETS)}")
+        raise DataError(_("unknown output format {to!r}; use one of {targets}").format(
+            to=to, targets=', '.join(TARGETS)))
     check_format(format)
     dst = Path(dst)
     as_json = dst.suffix.lower() == ".json" if as_json is None else as_json
@@ -103,5 +106,6 @@ def convert_file(src: str, dst: str | Path, to: str, *, format: str = "auto", co
     else:
         rejects_path.unlink(missing_ok=True)
     if not result.written:
-        raise DataError(f"no row of {src} could be converted to {to}; see {rejects_path}")
+        raise DataError(_("no row of {src} could be converted to {to}; see {rejects_path}").format(
+            src=src, to=to, rejects_path=rejects_path))
     return result

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from tunewise.catalog import _
 from tunewise.data.fields import KNOWN_ROLES  # noqa: F401  (re-exported: the roles a message may have)
 from tunewise.data.fields import (
     kind as _kind,
@@ -65,7 +66,8 @@ _FIELDS = {
 def check_format(name: str) -> str:
     """``name`` if it is a known format (or ``auto``), else a DataError naming the allowed ones."""
     if name != "auto" and name not in FORMATS:
-        raise DataError(f"unknown data format {name!r}; use one of auto, {', '.join(FORMATS)}")
+        raise DataError(_("unknown data format {name!r}; use one of auto, {formats}").format(
+            name=name, formats=', '.join(FORMATS)))
     return name
 
 
@@ -145,7 +147,7 @@ def check_columns(fmt: str, columns: Mapping[str, str]) -> None:
                    f"{' and '.join(own)} field" if own else f"data.columns maps {' and '.join(mapped)} to the same column {column!r}")
             hint = (f"; for rows with {column!r} and an answer, set data.format: completion and "
                     f"data.columns: {{prompt: {column}, completion: <answer column>}}" if fmt == "alpaca" else "")
-            raise DataError(f"{how}: every row would use it twice{hint}")
+            raise DataError(_("{how}: every row would use it twice{hint}").format(how=how, hint=hint))
 
 
 def suggest_config(records: Sequence[Mapping[str, Any]]) -> str | None:
@@ -197,7 +199,8 @@ def normalize(
         return Example(messages=_with_system(messages, system_prompt), meta=_meta(record, fmt, columns),
                        desirable=desirable)
     else:
-        raise DataError(f"unknown data format {fmt!r}; use one of auto, {', '.join(FORMATS)}")
+        raise DataError(_("unknown data format {fmt!r}; use one of auto, {formats}").format(
+            fmt=fmt, formats=', '.join(FORMATS)))
     if system_prompt and fmt != "text" and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return Example(messages=messages, meta=_meta(record, fmt, columns))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from tunewise.catalog import _
 from tunewise.errors import DataError, RowError
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
@@ -52,14 +53,17 @@ def resolve_paths(path: str | Path) -> list[Path]:
         found = sorted(Path(p) for p in globlib.glob(text, recursive=True))
         found = [p for p in found if is_hf_dataset_dir(p) or (p.is_file() and p.suffix.lower() in EXTENSIONS)]
         if not found:
-            raise DataError(f"no data file matches {text!r}; check the pattern (files must end in {_ext_list()})")
+            raise DataError(_("no data file matches {text!r}; check the pattern (files must end in {ext_list})").format(
+                text=text, ext_list=_ext_list()))
         return found
     p = Path(text)
     if not p.exists():
-        raise DataError(f"data file {text!r} not found; set data.path to a JSONL/JSON/CSV/Parquet file, a folder or a glob")
+        raise DataError(_("data file {text!r} not found; set data.path to a JSONL/JSON/CSV/Parquet file, a "
+                          "folder or a glob").format(text=text))
     if p.is_file():
         if p.suffix.lower() not in EXTENSIONS:
-            raise DataError(f"{text}: unknown file type {p.suffix or '(none)'!r}; use one of {_ext_list()}")
+            raise DataError(_("{text}: unknown file type {suffix!r}; use one of {ext_list}").format(
+                text=text, suffix=p.suffix or _('(none)'), ext_list=_ext_list()))
         return [p]
     if is_hf_dataset_dir(p):
         return [p]
@@ -70,7 +74,8 @@ def resolve_paths(path: str | Path) -> list[Path]:
         elif child.is_file() and child.suffix.lower() in EXTENSIONS and not any(d in found for d in child.parents):
             found.append(child)
     if not found:
-        raise DataError(f"folder {text!r} holds no data file; put {_ext_list()} files in it")
+        raise DataError(_("folder {text!r} holds no data file; put {ext_list} files in it").format(
+            text=text, ext_list=_ext_list()))
     return found
 
 
@@ -99,7 +104,8 @@ def iter_file(path: Path) -> Iterator[RawRow]:
     elif kind == "parquet":
         yield from _read_parquet(path)
     else:
-        raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of {_ext_list()}")
+        raise DataError(_("{path}: unknown file type {suffix!r}; use one of {ext_list}").format(
+            path=path, suffix=path.suffix, ext_list=_ext_list()))
 
 
 def parse_json_line(source: str, number: int, data: bytes) -> RawRow:

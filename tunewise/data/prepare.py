@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from tunewise.catalog import _
 from tunewise.config import DataConfig
 from tunewise.data.dedup import (
     NearDuplicateIndex,
@@ -198,8 +199,9 @@ def check_objective(objective: str, source: str, shape: Shape) -> None:
 
     need, have = get_objective(objective).data, data_kind(shape.format)
     if need != have:
-        raise DataError(f"objective {objective} trains on {_WANTS[need]}, but {source} is read as {shape.describe()}; "
-                        f"give the data in that format, or set objective: {_SUGGEST[have]} to train on these rows")
+        raise DataError(_("objective {objective} trains on {need}, but {source} is read as {describe}; give "
+                          "the data in that format, or set objective: {have} to train on these rows").format(
+                              objective=objective, need=_WANTS[need], source=source, describe=shape.describe(), have=_SUGGEST[have]))
 
 
 def _undetected(rows: list[RawRow], config: DataConfig) -> None:
@@ -207,23 +209,25 @@ def _undetected(rows: list[RawRow], config: DataConfig) -> None:
     fields = ", ".join(map(str, list(records[0])[:8])) or "(none)"
     hint = suggest_config(records[:SAMPLE_ROWS])
     raise DataError(
-        f"cannot tell the format of {rows[0].source} (fields: {fields}); "
-        + (f"to read it as question -> answer pairs set {hint}; otherwise " if hint else "")
-        + "set data.format to alpaca, chat, sharegpt, completion, text, preference or unpaired and map other field names with data.columns"
+        _("cannot tell the format of {source} (fields: {fields}); ").format(source=rows[0].source, fields=fields)
+        + (_("to read it as question -> answer pairs set {hint}; otherwise ").format(hint=hint) if hint else "")
+        + _("set data.format to alpaca, chat, sharegpt, completion, text, preference or unpaired and "
+            "map other field names with data.columns")
     )
 
 
 def shape_error(path: str, state: LoadState, read: int, rejected: Counter[str], rejects_path: Path) -> str:
     """The one-line error for data whose rows mostly do not fit the format they are read as: the columns seen, how
     the rows were read, and the config lines that would load them."""
-    seen = ", ".join(f"{k}" for k, _ in state.fields.most_common(8)) or "(none)"
-    read_as = "; ".join(sorted({s.describe() for s in state.shapes.values()})) or "no format"
+    seen = ", ".join(f"{k}" for k, _count in state.fields.most_common(8)) or _("(none)")
+    read_as = "; ".join(sorted({s.describe() for s in state.shapes.values()})) or _("no format")
     top = ", ".join(f"{k} {v}" for k, v in rejected.most_common(3))
     hint = suggest_config(state.samples)
-    return (f"{state.shape_rejects} of {read} rows of {path} do not fit the format they were read as ({read_as}; "
-            f"rejected: {top}); the rows have the columns {seen}"
-            + (f"; to load them as question -> answer pairs set {hint}" if hint else "")
-            + f"; see {rejects_path}")
+    return (_("{n} of {read} rows of {path} do not fit the format they were read as ({read_as}; rejected: {top}); "
+              "the rows have the columns {seen}").format(n=state.shape_rejects, read=read, path=path, read_as=read_as,
+                                                         top=top, seen=seen)
+            + (_("; to load them as question -> answer pairs set {hint}").format(hint=hint) if hint else "")
+            + _("; see {rejects_path}").format(rejects_path=rejects_path))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -355,9 +359,9 @@ class _Measurer:
             method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
             self.pool = mp.get_context(method).Pool(self.workers, initializer=_init_worker, initargs=self.args)
         if self.pool is None:
-            yield batch, _measure([ex for ex, _ in batch])
+            yield batch, _measure([ex for ex, _other in batch])
             return
-        self.inflight.append((batch, self.pool.apply_async(_measure, ([ex for ex, _ in batch],))))
+        self.inflight.append((batch, self.pool.apply_async(_measure, ([ex for ex, _other in batch],))))
         while len(self.inflight) > 2 * self.workers:
             done, result = self.inflight.popleft()
             yield done, result.get()
@@ -505,12 +509,14 @@ def prepare_data(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not config.path:
-        raise DataError("no data given; set data.path to a JSONL/JSON/CSV/Parquet file, a folder or a glob")
+        raise DataError(_("no data given; set data.path to a JSONL/JSON/CSV/Parquet file, a folder or a glob"))
     check_format(config.format)
     if config.format != "text" and not getattr(tokenizer, "chat_template", None):
-        raise DataError("the tokenizer has no chat template; use a chat model's tokenizer, or data.format=text for plain text")
+        raise DataError(_("the tokenizer has no chat template; use a chat model's tokenizer, or "
+                          "data.format=text for plain text"))
     if config.augment_paraphrase and paraphraser is None:
-        raise DataError("data.augment_paraphrase needs a model to paraphrase with; run through `tunewise data prepare` or pass paraphraser=")
+        raise DataError(_("data.augment_paraphrase needs a model to paraphrase with; run through `tunewise "
+                          "data prepare` or pass paraphraser="))
     need_sigs = bool(config.overlap_threshold or config.near_dedup_threshold)
     rejects_path = rejects_file(out_dir)
 
@@ -548,11 +554,13 @@ def prepare_data(
         total = sum(rejected.values())
         top = ", ".join(f"{k} {v}" for k, v in Counter(rejects.counts).most_common(3))
         hint = suggest_config(main.state.samples) if main.state.shape_rejects else None
-        seen = ", ".join(k for k, _ in main.state.fields.most_common(8))
-        raise DataError(f"no valid row in {config.path} ({main.read} read, {total} rejected: {top or 'the file is empty'})"
-                        + (f"; the rows have the columns {seen}" if seen and main.state.shape_rejects else "")
-                        + (f"; to load them as question -> answer pairs set {hint}" if hint else "")
-                        + f"; see {rejects_path}")
+        seen = ", ".join(k for k, _count in main.state.fields.most_common(8))
+        raise DataError(_("no valid row in {path} ({read} read, {total} rejected: {reasons})").format(
+                            path=config.path, read=main.read, total=total, reasons=top or _('the file is empty'))
+                        + (_("; the rows have the columns {seen}").format(
+                            seen=seen) if seen and main.state.shape_rejects else "")
+                        + (_("; to load them as question -> answer pairs set {hint}").format(hint=hint) if hint else "")
+                        + _("; see {rejects_path}").format(rejects_path=rejects_path))
 
     files = {name: str(split_path(out_dir, name)) for name in SPLITS}
     files["rejects"] = str(rejects_path)
@@ -647,9 +655,11 @@ def classify(items: list[Item], collected: _Collected, config: DataConfig) -> Ta
         kept = sorted({k for it in items[:200] for k in it.example.meta if k not in ("source", "line", "truncated")})
         answer = sorted(c for c in answer_columns if c != ANSWER)
         raise DataError(
-            f"data.stratify_by: no row has a field {field!r} after loading (fields kept besides the conversation: "
-            f"{', '.join(kept) or 'none'}); use one of those, 'answer' (the reference answer"
-            + (f", read from column {', '.join(answer)}" if answer else "") + "), or remove stratify_by"
+            _("data.stratify_by: no row has a field {field!r} after loading (fields kept besides the "
+              "conversation: {fields}); use one of those, 'answer' (the reference answer").format(
+                field=field, fields=', '.join(kept) or _('none'))
+            + (_(", read from column {answer}").format(
+                answer=', '.join(answer)) if answer else "") + _("), or remove stratify_by")
         )
     return Task(kind, labels, name, meta_label(name))
 
@@ -689,7 +699,7 @@ def _augment(parts: dict[str, list[Item]], config: DataConfig, tokenizer: Any, l
     if new:
         _init_worker(tokenizer, loss_on, config, False)
         kept = []
-        for ex, (reject, tc, _, messages) in zip(new, _measure(new)):
+        for ex, (reject, tc, _unused, messages) in zip(new, _measure(new)):
             if reject is None:
                 if messages is not None:
                     ex.messages = messages
@@ -749,14 +759,15 @@ def load_split(out_dir: str | Path, split: str) -> list[Example]:
     from tunewise.data.io import iter_file
 
     if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        raise DataError(_("unknown split {split!r}; use one of {splits}").format(split=split, splits=', '.join(SPLITS)))
     path = split_path(out_dir, split)
     if not path.is_file():
-        raise DataError(f"{path} not found; run `tunewise data prepare` first")
+        raise DataError(_("{path} not found; run `tunewise data prepare` first").format(path=path))
     out = []
     for row in iter_file(path):
         if row.record is None or "messages" not in row.record:
-            raise DataError(f"{path} line {row.line} is not an example record; prepare the data again")
+            raise DataError(_("{path} line {line} is not an example record; prepare the data again").format(
+                path=path, line=row.line))
         out.append(Example.from_record(row.record))
     return out
 
@@ -780,7 +791,7 @@ def split_file(path: str, out_dir: str | Path, config: DataConfig) -> dict[str, 
             seen[key] = (row.source, row.line)
             items.append(Item(example, key, TokenCounts(0, 0, 0)))
     if not items:
-        raise DataError(f"no valid row in {path}; see {rejects_file(out_dir)}")
+        raise DataError(_("no valid row in {path}; see {rejects}").format(path=path, rejects=rejects_file(out_dir)))
     get = classify(items, collected, config).label_of
     parts = split_items(items, config.split, seed=config.seed, label_of=(lambda it: get(it.example)) if get else None)
     counts = {name: write_jsonl(split_path(out_dir, name), (it.example.to_record() for it in parts[name])) for name in SPLITS}

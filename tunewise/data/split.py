@@ -7,6 +7,7 @@ import random
 from collections import defaultdict
 from typing import Any, Callable, Hashable, Sequence, TypeVar
 
+from tunewise.catalog import _
 from tunewise.config import SplitConfig
 from tunewise.errors import DataError
 
@@ -20,7 +21,9 @@ def split_sizes(n: int, split: SplitConfig, *, has_test: bool = False) -> dict[s
     if split.is_counts:
         sizes = {"train": int(split.train), "val": int(split.val), "test": 0 if has_test else int(split.test)}
         if sizes["val"] + sizes["test"] > n:
-            raise DataError(f"data.split asks for {sizes['val']} validation + {sizes['test']} test examples but only {n} are left after cleaning; lower the counts")
+            raise DataError(_("data.split asks for {val} validation + {test} test examples but only {n} are "
+                              "left after cleaning; lower the counts").format(
+                                  val=sizes['val'], test=sizes['test'], n=n))
         sizes["train"] = min(sizes["train"], n - sizes["val"] - sizes["test"])
         return sizes
     ratios = {"train": split.train, "val": split.val, "test": 0.0 if has_test else split.test}

@@ -8,7 +8,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from tunewise.catalog import N_, _, translate
 from tunewise.lm.chat import IGNORE_INDEX, Encoded
+
+# the stage names data_report.json keeps (tunewise/data/prepare.py), marked here to be shown in the user's language
+STAGE_NAMES = (N_("read"), N_("valid"), N_("unique"), N_("within token limits"), N_("near-unique"),
+               N_("selected (max_examples)"), N_("split, after overlap removal"), N_("with augmented train rows"))
 
 
 @dataclass
@@ -126,22 +131,27 @@ def describe_loading(data: dict[str, Any]) -> list[str]:
     from pathlib import Path
 
     shapes = data.get("shapes") or data.get("formats") or {}
-    lines = [f"format: {desc}" + (f"  [{Path(src).name}]" if len(shapes) > 1 else "") for src, desc in shapes.items()]
+    lines = [_("format: {desc}").format(desc=desc) + (f"  [{Path(src).name}]" if len(shapes) > 1 else "")
+             for src, desc in shapes.items()]
     task = data.get("task") or {}
     if task.get("type") == "classification":
         labels = task.get("labels") or []
-        shown = ", ".join(labels[:12]) + (f", ... ({len(labels)} in all)" if len(labels) > 12 else "")
-        lines.append(f"task: classification, {len(labels)} labels ({shown}); split stratified by {task.get('label_field')}")
+        shown = ", ".join(labels[:12]) + (_(", ... ({n} in all)").format(n=len(labels)) if len(labels) > 12 else "")
+        lines.append(_("task: classification, {n} labels ({shown}); split stratified by {field}").format(
+            n=len(labels), shown=shown, field=task.get("label_field")))
     counts = data.get("counts", {})
     if counts.get("pairs"):
-        lines.append(f"preference pairs: {counts['pairs']:,} (prompt, chosen, rejected)")
+        lines.append(_("preference pairs: {n:,} (prompt, chosen, rejected)").format(n=counts["pairs"]))
     if counts.get("desirable") or counts.get("undesirable"):
-        lines.append(f"marked answers (KTO): {counts.get('desirable', 0):,} desirable, {counts.get('undesirable', 0):,} undesirable")
+        lines.append(_("marked answers (KTO): {desirable:,} desirable, {undesirable:,} undesirable").format(
+            desirable=counts.get("desirable", 0), undesirable=counts.get("undesirable", 0)))
     cleaned = counts.get("control_chars_cleaned") or {}
     if cleaned.get("rows"):
-        lines.append(f"control characters removed: {cleaned['chars']:,} in {cleaned['rows']:,} rows (data.clean_control_chars)")
+        lines.append(_("control characters removed: {chars:,} in {rows:,} rows (data.clean_control_chars)").format(
+            chars=cleaned["chars"], rows=cleaned["rows"]))
     if counts.get("truncated_prompt"):
-        lines.append(f"user messages cut to fit data.max_tokens: {counts['truncated_prompt']:,} rows (data.overlength: truncate)")
+        lines.append(_("user messages cut to fit data.max_tokens: {n:,} rows (data.overlength: truncate)").format(
+            n=counts["truncated_prompt"]))
     return lines
 
 
@@ -153,45 +163,49 @@ def render_report(report: DataReport | dict[str, Any], console: Any) -> None:
     counts = data.get("counts", {})
     for line in describe_loading(data):
         console.print(line, highlight=False, markup=False)
-    stages = Table(title="rows per stage")
-    stages.add_column("stage")
-    stages.add_column("rows", justify="right")
+    stages = Table(title=_("rows per stage"))
+    stages.add_column(_("stage"))
+    stages.add_column(_("rows"), justify="right")
     for row in data.get("stages", []):
-        stages.add_row(row["stage"], f"{row['rows']:,}")
-    for split in ("train", "val", "test"):
-        stages.add_row(f"  {split}", f"{counts.get(split, 0):,}")
+        stages.add_row(translate(row["stage"]), f"{row['rows']:,}")
+    for split in (N_("train"), N_("val"), N_("test")):
+        stages.add_row(f"  {translate(split)}", f"{counts.get(split, 0):,}")
     console.print(stages)
     if counts.get("rejected"):
         from tunewise.errors import REASONS
 
-        rej = Table(title=f"rejected rows ({counts.get('rejected_total', 0):,}; see rejects.jsonl)")
-        for col in ("reason", "rows", "meaning"):
-            rej.add_column(col, justify="right" if col == "rows" else "left")
+        rej = Table(title=_("rejected rows ({n:,}; see rejects.jsonl)").format(n=counts.get("rejected_total", 0)))
+        rej.add_column(_("reason"))
+        rej.add_column(_("rows"), justify="right")
+        rej.add_column(_("meaning"))
         for reason, n in counts["rejected"].items():
-            rej.add_row(reason, f"{n:,}", REASONS.get(reason, ""))
+            rej.add_row(reason, f"{n:,}", translate(REASONS[reason]) if reason in REASONS else "")
         console.print(rej)
-    tok = Table(title="tokens (p50 / p90 / p99 / max), as training sees them")
-    for col in ("split", "prompt", "answer", "total", "trained share", "truncated"):
-        tok.add_column(col, justify="left" if col == "split" else "right")
+    tok = Table(title=_("tokens (p50 / p90 / p99 / max), as training sees them"))
+    for col in (N_("split"), N_("prompt"), N_("answer"), N_("total"), N_("trained share"), N_("truncated")):
+        tok.add_column(translate(col), justify="left" if col == "split" else "right")
     for split, s in data.get("tokens", {}).items():
         if not s.get("examples"):
             continue
         fmt = lambda p: f"{p['p50']:g} / {p['p90']:g} / {p['p99']:g} / {p['max']:g}"  # noqa: E731
-        tok.add_row(split, fmt(s["prompt"]), fmt(s["answer"]), fmt(s["total"]), f"{s['trained_share']:.1%}", str(s.get("truncated", 0)))
+        tok.add_row(translate(split), fmt(s["prompt"]), fmt(s["answer"]), fmt(s["total"]), f"{s['trained_share']:.1%}", str(s.get("truncated", 0)))
     console.print(tok)
     labels = data.get("labels", {})
     names = sorted({k for v in labels.values() for k in v})
     if names and names != ["(none)"]:
-        lab = Table(title="examples per label")
-        lab.add_column("label")
+        lab = Table(title=_("examples per label"))
+        lab.add_column(_("label"))
         for split in labels:
-            lab.add_column(split, justify="right")
+            lab.add_column(translate(split), justify="right")
         for name in names[:50]:
             lab.add_row(name, *(str(labels[s].get(name, 0)) for s in labels))
         console.print(lab)
     overlap = {k: v for k, v in data.get("overlap", {}).items() if v.get("exact") or v.get("near")}
     if overlap:
-        console.print("overlap between splits: " + "; ".join(f"{k}: {v['exact']} exact, {v['near']} near, {v['removed']} removed" for k, v in overlap.items()))
+        console.print(_("overlap between splits: ") + "; ".join(
+            _("{pair}: {exact} exact, {near} near, {removed} removed").format(pair=k, **v) for k, v in overlap.items()))
     aug = counts.get("augmented") or {}
     if aug.get("total") or aug.get("rejected"):
-        console.print(f"augmented train rows: {aug.get('shuffle', 0)} shuffled lists, {aug.get('paraphrase', 0)} paraphrases ({aug.get('rejected', 0)} generations rejected)")
+        console.print(_("augmented train rows: {shuffle} shuffled lists, {paraphrase} paraphrases ({rejected} generations "
+                        "rejected)").format(shuffle=aug.get("shuffle", 0), paraphrase=aug.get("paraphrase", 0),
+                                            rejected=aug.get("rejected", 0)))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
+from tunewise.catalog import _
 from tunewise.config import TASKS, Config, DecideConfig
 from tunewise.errors import DataError
 from tunewise.example import Example
@@ -76,12 +77,13 @@ def infer_task(train: Sequence[Example]) -> TaskInfo:
     refs = [(e.reference or "").strip() for e in rows]
     prompts = [_user_text(e) for e in rows]
     if not refs:
-        raise ValueError("the training split has no assistant answers: advise compares prompting with fine-tuning on "
-                         "question -> answer data (chat, alpaca, ...); plain text for continued pretraining has no answers "
-                         "to prompt for")
+        raise ValueError(_("the training split has no assistant answers: advise compares prompting with "
+                           "fine-tuning on question -> answer data (chat, alpaca, ...); plain text for "
+                           "continued pretraining has no answers to prompt for"))
     labels = detect_labels(refs)
     if labels is not None:
-        return TaskInfo("classification", f"inferred: {len(labels)} distinct short answers", labels=labels,
+        return TaskInfo("classification", _("inferred: {n_labels} distinct short answers").format(
+            n_labels=len(labels)), labels=labels,
                         evidence={"labels": len(labels)})
 
     def parses(text: str) -> bool:
@@ -104,15 +106,19 @@ def infer_task(train: Sequence[Example]) -> TaskInfo:
                 "answers_copied_from_input": round(copied, 3), "mean_prompt_words": round(prompt_words, 1),
                 "mean_answer_words": round(answer_words, 1), "answer_words_in_input": round(overlap, 3)}
     if json_share >= 0.8:
-        return TaskInfo("extraction", f"inferred: {json_share:.0%} of answers are JSON", json_answers=True, evidence=evidence)
+        return TaskInfo("extraction", _("inferred: {json_share:.0%} of answers are JSON").format(
+            json_share=json_share), json_answers=True, evidence=evidence)
     if code_share >= 0.5:
-        return TaskInfo("code", f"inferred: {code_share:.0%} of answers look like code", evidence=evidence)
+        return TaskInfo("code", _("inferred: {code_share:.0%} of answers look like code").format(
+            code_share=code_share), evidence=evidence)
     if prompt_words >= 80 and answer_words <= 0.5 * prompt_words and overlap >= 0.5:
-        return TaskInfo("summarisation", f"inferred: answers are {answer_words / prompt_words:.0%} of the input's length "
-                        f"and reuse {overlap:.0%} of its words", evidence=evidence)
+        return TaskInfo("summarisation", _("inferred: answers are {ratio:.0%} of the input's length and reuse "
+                                           "{overlap:.0%} of its words").format(
+                            ratio=answer_words / prompt_words, overlap=overlap), evidence=evidence)
     if copied >= 0.6:
-        return TaskInfo("extraction", f"inferred: {copied:.0%} of answers are copied from the input", evidence=evidence)
-    return TaskInfo("generation", "inferred: free-form answers", evidence=evidence)
+        return TaskInfo("extraction", _("inferred: {copied:.0%} of answers are copied from the input").format(
+            copied=copied), evidence=evidence)
+    return TaskInfo("generation", _("inferred: free-form answers"), evidence=evidence)
 
 
 def infer_strict_format(task: TaskInfo) -> bool:
@@ -205,26 +211,31 @@ def decide(
     lenient = max((v["metrics"].get("label_found", -1.0) for v in variants.values()), default=-1.0)
 
     prompting_ok = best is not None and best >= target
-    measured = ", ".join(f"{name} {_pct(v['metrics'].get(metric))}" for name, v in variants.items()) or "nothing"
-    rules.append(Rule("prompting_reaches_target", f"the base model's best prompting score on {metric} reaches the "
-                      f"target {target:.0%}", prompting_ok, f"measured: {measured} on {baselines.get('n', 0)} rows"))
+    measured = ", ".join(f"{name} {_pct(v['metrics'].get(metric))}" for name, v in variants.items()) or _("nothing")
+    rules.append(Rule("prompting_reaches_target", _("the base model's best prompting score on {metric} reaches the target "
+                                                    "{target:.0%}").format(metric=metric, target=target), prompting_ok,
+                      _("measured: {measured} on {n} rows").format(measured=measured, n=baselines.get("n", 0))))
     minimum = MIN_EXAMPLES[task.task]
     enough = examples >= minimum
-    evidence = f"{examples} usable training examples; the minimum for {task.task} is {minimum}"
+    evidence = _("{examples} usable training examples; the minimum for {task} is {minimum}").format(
+        examples=examples, task=task.task, minimum=minimum)
     if task.task == "classification" and task.labels:
         per_label = examples / len(task.labels)
         enough = enough and per_label >= MIN_PER_LABEL
-        evidence += f"; {per_label:.1f} per label on average (minimum {MIN_PER_LABEL})"
-    rules.append(Rule("enough_data", f"enough usable examples for {task.task}", enough, evidence))
+        evidence += _("; {per_label:.1f} per label on average (minimum {minimum})").format(
+            per_label=per_label, minimum=MIN_PER_LABEL)
+    rules.append(Rule("enough_data", _("enough usable examples for {task}").format(task=task.task), enough, evidence))
     rare = baselines.get("rare_labels") or []
     if task.task == "classification":
-        rules.append(Rule("rare_labels", f"some labels have fewer than {RARE_LABEL} training examples (expect them to be weak)",
-                          bool(rare), ", ".join(rare) if rare else "every label has enough examples"))
+        rules.append(Rule("rare_labels", _("some labels have fewer than {n} training examples (expect them to "
+                                           "be weak)").format(n=RARE_LABEL),
+                          bool(rare), ", ".join(rare) if rare else _("every label has enough examples")))
     format_gap = strict_format and best is not None and (best < 0.5 or (lenient >= 0 and lenient - best >= 0.1))
-    rules.append(Rule("strict_format_gap", "outputs must follow a strict format that prompting does not hold "
-                      "(fine-tuning teaches the format)", format_gap,
-                      f"strict format: {'yes' if strict_format else 'no'}; best strict score {_pct(best)}"
-                      + (f", lenient (label found) {_pct(lenient)}" if lenient >= 0 else "")))
+    rules.append(Rule("strict_format_gap", _("outputs must follow a strict format that prompting does not hold "
+                                             "(fine-tuning teaches the format)"), format_gap,
+                      _("strict format: {strict}; best strict score {best}").format(
+                          strict=_("yes") if strict_format else _("no"), best=_pct(best))
+                      + (_(", lenient (label found) {lenient}").format(lenient=_pct(lenient)) if lenient >= 0 else "")))
 
     def peak(method: str, ckpt: bool) -> float | None:
         e = estimates.get(method)
@@ -244,57 +255,68 @@ def decide(
         if plain is None:
             continue
         fits[method] = (plain <= limit, ckpt is not None and ckpt <= limit)
-        rules.append(Rule(f"{method}_fits_memory", f"{method}'s estimated peak fits in {MEMORY_HEADROOM:.0%} of the "
-                          "available memory", fits[method][0] or fits[method][1],
-                          f"{plain:,.0f} MB ({ckpt:,.0f} MB with gradient checkpointing) of {available_mb:,.0f} MB available"))
+        rules.append(Rule(f"{method}_fits_memory", _("{method}'s estimated peak fits in {share:.0%} of the "
+                                                     "available memory").format(
+                                                         method=method, share=MEMORY_HEADROOM), fits[method][0] or fits[method][1],
+                          _("{plain:,.0f} MB ({ckpt:,.0f} MB with gradient checkpointing) of "
+                            "{available_mb:,.0f} MB available").format(
+                                plain=plain, ckpt=ckpt, available_mb=available_mb)))
     shard_fits: dict[str, tuple[bool, bool]] = {}
     for method in fits:
         plain, ckpt = sharded_peak(method, False), sharded_peak(method, True)
         if plain is not None and ckpt is not None:
             shard_fits[method] = (plain <= limit, ckpt <= limit)
     needs_sharding = [m for m in fits if not any(fits[m]) and any(shard_fits.get(m, (False, False)))]
-    rules.append(Rule("sharding_fits_memory", f"a method too large for one device fits each of {devices} devices "
-                      "sharded with FSDP (training.sharding: fsdp)", bool(needs_sharding),
-                      "; ".join(f"{m}: {sharded_peak(m, False):,.0f} MB per device ({sharded_peak(m, True):,.0f} MB "
-                                f"with gradient checkpointing)" for m in shard_fits)
-                      or (f"{devices} device(s): give decide.devices N (or --devices N) to weigh sharding"
-                          if devices <= 1 else "no sharded estimate")))
+    rules.append(Rule("sharding_fits_memory", _("a method too large for one device fits each of {devices} devices "
+                                                "sharded with FSDP (training.sharding: fsdp)").format(
+                                                    devices=devices), bool(needs_sharding),
+                      "; ".join(_("{method}: {plain:,.0f} MB per device ({ckpt:,.0f} MB with gradient checkpointing)").format(
+                                method=m, plain=sharded_peak(m, False), ckpt=sharded_peak(m, True)) for m in shard_fits)
+                      or (_("{devices} device(s): give decide.devices N (or --devices N) to weigh sharding").format(
+                          devices=devices)
+                          if devices <= 1 else _("no sharded estimate"))))
     full_data = examples >= FULL_MIN_EXAMPLES
-    rules.append(Rule("full_needs_large_data", f"full fine-tuning is worth its memory with {FULL_MIN_EXAMPLES:,}+ examples",
-                      full_data, f"{examples:,} examples"))
+    rules.append(Rule("full_needs_large_data", _("full fine-tuning is worth its memory with {minimum:,}+ "
+                                                 "examples").format(minimum=FULL_MIN_EXAMPLES),
+                      full_data, _("{examples:,} examples").format(examples=examples)))
     lora_fits = fits.get("lora", (False, False))
     qlora_only = "qlora" in fits and not any(lora_fits) and any(fits["qlora"])
-    rules.append(Rule("qlora_only_when_lora_does_not_fit", "QLoRA when LoRA does not fit: a quantized base is slower "
-                      "(weights are dequantized every step) and gains nothing on quality", qlora_only,
-                      f"LoRA {'fits' if any(lora_fits) else 'does not fit'}; QLoRA "
-                      f"{'fits' if any(fits.get('qlora', (False, False))) else 'does not fit'}"))
+    rules.append(Rule("qlora_only_when_lora_does_not_fit", _("QLoRA when LoRA does not fit: a quantized base is slower (weights "
+                                                             "are dequantized every step) and gains nothing on quality"), qlora_only,
+                      _("LoRA {lora}; QLoRA {qlora}").format(
+                          lora=_("fits") if any(lora_fits) else _("does not fit"),
+                          qlora=_("fits") if any(fits.get("qlora", (False, False))) else _("does not fit"))))
 
     qlora_broken = qlora_check is not None and not qlora_check["ok"]
     if qlora_check is not None:
-        rules.append(Rule("qlora_trains_correctly", "QLoRA's gradients through the quantized base match the "
-                          "dequantized base on this machine", not qlora_broken,
-                          f"cosine {qlora_check['cosine']:.4f}, norm ratio {qlora_check['norm_ratio']:.3f} "
-                          f"({qlora_check['path']})"))
+        rules.append(Rule("qlora_trains_correctly", _("QLoRA's gradients through the quantized base match the dequantized "
+                                                      "base on this machine"), not qlora_broken,
+                          _("cosine {cosine:.4f}, norm ratio {norm_ratio:.3f} ({path})").format(
+                              cosine=qlora_check['cosine'], norm_ratio=qlora_check['norm_ratio'], path=qlora_check['path'])))
 
     def within_budget(method: str) -> tuple[bool, str]:
         e = estimates[method]
         hours = e["cost"]["device_hours"]
         money = e["cost"].get("device_cost", e["cost"].get("api_cost"))
         ok = (budget_hours is None or hours <= budget_hours) and (budget_usd is None or money is None or money <= budget_usd)
-        text = f"{hours * 60:.1f} min" + (f", {money:.2f} USD" if money is not None else "")
-        limits = [f"{budget_hours} h" if budget_hours is not None else None, f"{budget_usd} USD" if budget_usd is not None else None]
-        return ok, text + (f" (budget {' / '.join(x for x in limits if x)})" if any(limits) else " (no budget given)")
+        text = _("{minutes:.1f} min").format(minutes=hours * 60) + (f", {money:.2f} USD" if money is not None else "")
+        limits = [_("{hours} h").format(hours=budget_hours) if budget_hours is not None else None,
+                  f"{budget_usd} USD" if budget_usd is not None else None]
+        return ok, text + (_(" (budget {limits})").format(limits=" / ".join(x for x in limits if x)) if any(limits)
+                           else _(" (no budget given)"))
 
     reasons: list[str] = []
     not_chosen: dict[str, str] = {}
     decision, ckpt, sharding = "prompting", False, None
     if prompting_ok:
-        reasons.append(f"prompting already reaches {_pct(best)} {metric} ({variant}), above the target {target:.0%}")
+        reasons.append(_("prompting already reaches {best} {metric} ({variant}), above the target {target:.0%}").format(
+            best=_pct(best), metric=metric, variant=variant, target=target))
     elif not enough:
-        reasons.append(f"too little data to fine-tune: {evidence}; collect more, and prompt (few-shot) meanwhile")
+        reasons.append(_("too little data to fine-tune: {evidence}; collect more, and prompt (few-shot) "
+                         "meanwhile").format(evidence=evidence))
     else:
-        reasons.append(f"prompting reaches only {_pct(best)} {metric} ({variant or 'not measured'}), below the target "
-                       f"{target:.0%}")
+        reasons.append(_("prompting reaches only {best} {metric} ({measured}), below the target {target:.0%}").format(
+            best=_pct(best), metric=metric, measured=variant or _("not measured"), target=target))
         order = (["full"] if full_data else []) + ["lora", "qlora"]
         for method in order:
             if method not in fits:
@@ -302,58 +324,67 @@ def decide(
             plain_fits, ckpt_fits = fits[method]
             ok, budget_text = within_budget(method)
             if not (plain_fits or ckpt_fits) and method in needs_sharding and ok:
-                shard_plain, _ = shard_fits[method]
+                shard_plain, _shard_ckpt = shard_fits[method]
                 decision, ckpt, sharding = method, not shard_plain, "fsdp"
-                reasons.append(f"{method} does not fit one device ({peak(method, True):,.0f} MB even with gradient "
-                               f"checkpointing) but fits each of {devices} devices sharded with training.sharding: "
-                               f"fsdp: {sharded_peak(method, ckpt):,.0f} MB per device"
-                               + (" with gradient checkpointing" if ckpt else ""))
-                reasons.append(f"estimated training time {budget_text} (one device's)")
+                reasons.append(_("{method} does not fit one device ({peak:,.0f} MB even with gradient "
+                                 "checkpointing) but fits each of {devices} devices sharded with "
+                                 "training.sharding: fsdp: {sharded:,.0f} MB per device").format(
+                    method=method, peak=peak(method, True), devices=devices, sharded=sharded_peak(method, ckpt))
+                               + (_(" with gradient checkpointing") if ckpt else ""))
+                reasons.append(_("estimated training time {budget_text} (one device's)").format(
+                    budget_text=budget_text))
                 break
             if not (plain_fits or ckpt_fits):
                 sharded_text = (f", and {sharded_peak(method, True):,.0f} MB per device sharded over {devices}"
                                 if method in shard_fits else "")
-                not_chosen[method] = f"does not fit: estimated peak {peak(method, True):,.0f} MB even with gradient " \
-                                     f"checkpointing{sharded_text}, {limit:,.0f} MB usable"
+                not_chosen[method] = _("does not fit: estimated peak {peak:,.0f} MB even with gradient "
+                                       "checkpointing{sharded_text}, {limit:,.0f} MB usable").format(
+                    peak=peak(method, True), sharded_text=sharded_text, limit=limit)
                 continue
             if not ok:
-                not_chosen[method] = f"over budget: {budget_text}"
+                not_chosen[method] = _("over budget: {budget_text}").format(budget_text=budget_text)
                 continue
             if method == "qlora" and any(lora_fits):
-                not_chosen[method] = "LoRA fits: QLoRA would only add dequantization time"
+                not_chosen[method] = _("LoRA fits: QLoRA would only add dequantization time")
                 continue
             if method == "qlora" and qlora_broken:
-                not_chosen[method] = f"trains wrongly on this machine: {qlora_check['message']}"  # type: ignore[index]
+                not_chosen[method] = _("trains wrongly on this machine: {message}").format(
+                    message=qlora_check['message'])  # type: ignore[index]
                 continue
             decision, ckpt = method, not plain_fits
-            reasons.append(f"{method} fits: estimated peak {peak(method, ckpt):,.0f} MB of {available_mb:,.0f} MB"
-                           + (" with gradient checkpointing" if ckpt else ""))
-            reasons.append(f"estimated training time {budget_text}")
+            reasons.append(_("{method} fits: estimated peak {ckpt:,.0f} MB of {available_mb:,.0f} MB").format(
+                method=method, ckpt=peak(method, ckpt), available_mb=available_mb)
+                           + (_(" with gradient checkpointing") if ckpt else ""))
+            reasons.append(_("estimated training time {budget_text}").format(budget_text=budget_text))
             break
         if decision == "prompting":
-            reasons.append("no fine-tuning method fits the memory and budget; prompt, or lower the batch size / "
-                           "sequence length, or use a smaller model"
-                           + (", or shard over several devices (decide.devices N shows the per-device memory; "
-                              "docs/scale.md)" if devices <= 1 else ""))
+            reasons.append(_("no fine-tuning method fits the memory and budget; prompt, or lower the batch size "
+                             "/ sequence length, or use a smaller model")
+                           + (_(", or shard over several devices (decide.devices N shows the per-device memory; "
+                                "docs/scale.md)") if devices <= 1 else ""))
         if format_gap:
-            reasons.append("the output format must be exact and prompting does not hold it: fine-tuning teaches it")
+            reasons.append(_("the output format must be exact and prompting does not hold it: fine-tuning "
+                             "teaches it"))
     for method in ("full", "lora", "qlora"):
         if method == decision or method in not_chosen or method not in fits:
             continue
         if prompting_ok:
-            not_chosen[method] = "not needed: prompting reaches the target"
+            not_chosen[method] = _("not needed: prompting reaches the target")
         elif not enough:
-            not_chosen[method] = "not enough data yet"
+            not_chosen[method] = _("not enough data yet")
         elif method == "full" and not full_data:
-            not_chosen[method] = f"only {examples:,} examples: adapters match full fine-tuning below {FULL_MIN_EXAMPLES:,}, " \
-                                 f"at {peak('full', False):,.0f} MB instead of {peak('lora', False) or 0:,.0f} MB"
+            not_chosen[method] = _("only {examples:,} examples: adapters match full fine-tuning below "
+                                   "{minimum:,}, at {full_mb:,.0f} MB instead of {lora_mb:,.0f} MB").format(
+                examples=examples, minimum=FULL_MIN_EXAMPLES, full_mb=peak("full", False), lora_mb=peak("lora", False) or 0)
         elif method == "qlora":
-            not_chosen[method] = ("LoRA fits" + (f" sharded over {devices} devices" if sharding else "")
-                                  + ": QLoRA would only add dequantization time")
+            not_chosen[method] = (_("LoRA fits") + (_(" sharded over {devices} devices").format(
+                devices=devices) if sharding else "")
+                                  + _(": QLoRA would only add dequantization time"))
         elif decision != "prompting":
-            not_chosen[method] = f"{decision} is preferred"
+            not_chosen[method] = _("{decision} is preferred").format(decision=decision)
     if decision != "prompting":
-        not_chosen.setdefault("prompting", f"best measured prompting score {_pct(best)} {metric} is below the target {target:.0%}")
+        not_chosen.setdefault("prompting", _("best measured prompting score {best} {metric} is below the target "
+                                             "{target:.0%}").format(best=_pct(best), metric=metric, target=target))
     return Decision(decision, ckpt, reasons, not_chosen, rules, sharding)
 
 
@@ -399,11 +430,11 @@ def advise_run(
     calibrate = d.calibrate if calibrate is None else calibrate
     say = progress or (lambda message: None)
     if task is not None and task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+        raise ValueError(_("unknown task {task!r}; use one of {tasks}").format(task=task, tasks=', '.join(TASKS)))
     run = RunDir.of(run_dir)
     if not run.split("train").is_file():
-        raise DataError(f"{run.data} has no prepared training split: run `tunewise data prepare` first "
-                        "(`tunewise advise CONFIG` prepares it for you)")
+        raise DataError(_("{data} has no prepared training split: run `tunewise data prepare` first "
+                          "(`tunewise advise CONFIG` prepares it for you)").format(data=run.data))
     train = load_split(run.data, "train")
     val = load_split(run.data, "val") if run.split("val").is_file() else []
     inferred = infer_task(train)
@@ -413,12 +444,12 @@ def advise_run(
 
     # measured prompting baselines
     metric = config.eval.metrics[0]
-    say(f"loading the base model to measure prompting on {sample_size} rows")
+    say(_("loading the base model to measure prompting on {sample_size} rows").format(sample_size=sample_size))
     precision = resolve_precision(config.training.bf16, config.training.fp16)
     model, tokenizer = load_for_eval(config, "base", run, device=precision.device, dtype=precision.dtype)
     sample = choose_sample(train, val, size=sample_size, shots=shots, seed=config.training.seed, labels=info.labels)
     text = instruction(info.task, info.labels, strict, info.json_answers)
-    say("generating zero-shot and few-shot answers")
+    say(_("generating zero-shot and few-shot answers"))
     variants = measure_prompting(model, tokenizer, sample, config.eval.metrics, text=text,
                                  max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
                                  progress=generation_progress)
@@ -432,7 +463,7 @@ def advise_run(
                  "rare_labels": [f"{l} ({label_counts.get(l, 0)})" for l in rare]}
 
     # estimates: memory of every method (meta device), then time of the chosen one from a calibration run
-    say("estimating memory and time of each method")
+    say(_("estimating memory and time of each method"))
     estimate = estimate_run(config, run.root, DEFAULT_METHODS, calibrate=False, price_per_hour=price_per_hour,
                             api_price_per_1m=api_price_per_1m, progress=progress, write=False)
     available = estimate["hardware"]["available_mb"]
@@ -444,11 +475,11 @@ def advise_run(
         from tunewise.decide.footprint import method_config
         from tunewise.train.verify_quantized import check_on_this_machine
 
-        say("checking on one batch that QLoRA's gradients are right on this machine")
+        say(_("checking on one batch that QLoRA's gradients are right on this machine"))
         kwargs["qlora_check"] = check_on_this_machine(method_config(config, "qlora"), run.root)
         decision, ckpt, reasons, not_chosen, rules, sharding = decide(estimates=estimate["methods"], **kwargs)
     if calibrate and decision != "prompting":
-        say(f"calibrating {decision}: a few real training steps")
+        say(_("calibrating {decision}: a few real training steps").format(decision=decision))
         calibrated = estimate_run(config, run.root, [decision], calibrate=True, price_per_hour=price_per_hour,
                                   api_price_per_1m=api_price_per_1m, progress=progress, write=False)
         estimate["methods"][decision] = calibrated["methods"][decision]
@@ -473,7 +504,8 @@ def _summary(decision: str, ckpt: bool, metric: str, baselines: dict[str, Any], 
              sharding: str | None = None) -> str:
     variant, best = best_prompting(baselines, metric)
     if decision == "prompting":
-        return f"Do not fine-tune now: prompt the base model (best measured {metric} {_pct(best)}, {variant})."
+        return _("Do not fine-tune now: prompt the base model (best measured {metric} {best}, {variant}).").format(
+            metric=metric, best=_pct(best), variant=variant)
     e = estimate["methods"][decision]
     minutes = e["time"]["total_s"] / 60
     memory = e["memory"]["peak_mb"]
@@ -481,7 +513,10 @@ def _summary(decision: str, ckpt: bool, metric: str, baselines: dict[str, Any], 
     if sharding:
         devices = e["sharding"]["devices"]
         memory = e["sharding"]["engines"][sharding]["peak_mb_with_checkpointing" if ckpt else "peak_mb_without_checkpointing"]
-        how = f", sharded over {devices} devices (training.sharding: {sharding})"
-    return (f"Fine-tune with {decision}{' and gradient checkpointing' if ckpt else ''}{how}: prompting reaches "
-            f"{_pct(best)} {metric} ({variant}); {decision} needs ~{memory / 1024:.1f} GB"
-            f"{' per device' if sharding else ''} and ~{minutes:.1f} min ({e['time']['source']}).")
+        how = _(", sharded over {devices} devices (training.sharding: {sharding})").format(devices=devices,
+                                                                                            sharding=sharding)
+    return _("Fine-tune with {decision}{ckpt}{how}: prompting reaches {best} {metric} ({variant}); {decision} needs "
+             "~{gb:.1f} GB{per_device} and ~{minutes:.1f} min ({source}).").format(
+        decision=decision, ckpt=_(" and gradient checkpointing") if ckpt else "", how=how, best=_pct(best), metric=metric,
+        variant=variant, gb=memory / 1024, per_device=_(" per device") if sharding else "", minutes=minutes,
+        source=e["time"]["source"])

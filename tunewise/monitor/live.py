@@ -10,10 +10,13 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from tunewise.catalog import N_, _, translate
 from tunewise.monitor.metrics import number
 from tunewise.monitor.summary import duration, summary_lines
 
 log = logging.getLogger("tunewise.monitor")
+STATUSES = (N_("validating"), N_("queued"), N_("running"), N_("succeeded"), N_("failed"), N_("cancelled"),
+            N_("interrupted"), N_("unknown"))  # a run's status (tunewise/record.py), shown in its language
 
 
 def resolve_mode(setting: str, stream: Any = None) -> str:
@@ -27,29 +30,29 @@ def resolve_mode(setting: str, stream: Any = None) -> str:
 def _mem(record: dict[str, Any]) -> str:
     cuda = number(record.get("cuda_peak_allocated_mb"))
     if cuda is not None:
-        return f"cuda {cuda:,.0f} MiB"
+        return _("cuda {mb:,.0f} MiB").format(mb=cuda)
     rss = number(record.get("peak_rss_mb"))
-    return f"rss {rss:,.0f} MiB" if rss is not None else ""
+    return _("rss {mb:,.0f} MiB").format(mb=rss) if rss is not None else ""
 
 
 def status_text(state: dict[str, Any]) -> str:
     """One line: loss, learning rate, best eval loss, memory, throughput, grad norm (most important first)."""
     parts = []
     if state.get("loss") is not None:
-        parts.append(f"loss {state['loss']:.4f}")
+        parts.append(_("loss {loss:.4f}").format(loss=state["loss"]))
     if state.get("lr") is not None:
-        parts.append(f"lr {state['lr']:.2e}")
+        parts.append(_("lr {lr:.2e}").format(lr=state["lr"]))
     if state.get("best_eval") is not None:
-        parts.append(f"best eval {state['best_eval'][1]:.4f} @ {state['best_eval'][0]}")
+        parts.append(_("best eval {loss:.4f} @ {step}").format(loss=state["best_eval"][1], step=state["best_eval"][0]))
     if state.get("mem"):
         parts.append(state["mem"])
     if state.get("input_tps") is not None:  # tokens fed per second, and of them the trained (answer) tokens
-        trained = f" ({state['tps']:,.0f} trained)" if state.get("tps") is not None else ""
-        parts.append(f"{state['input_tps']:,.0f} tok/s{trained}")
+        trained = _(" ({tps:,.0f} trained)").format(tps=state["tps"]) if state.get("tps") is not None else ""
+        parts.append(_("{tps:,.0f} tok/s{trained}").format(tps=state["input_tps"], trained=trained))
     elif state.get("tps") is not None:
-        parts.append(f"{state['tps']:,.0f} trained tok/s")
+        parts.append(_("{tps:,.0f} trained tok/s").format(tps=state["tps"]))
     if state.get("grad_norm") is not None:
-        parts.append(f"grad {state['grad_norm']:.3g}")
+        parts.append(_("grad {norm:.3g}").format(norm=state["grad_norm"]))
     return "  ".join(parts)
 
 
@@ -81,16 +84,18 @@ class ViewState:
 
     def eval_line(self) -> str:
         v = self.values
-        text = f"eval  step {self.step}  eval loss {v['eval']:.4f}" if v.get("eval") is not None else f"eval  step {self.step}"
+        text = (_("eval  step {step}  eval loss {loss:.4f}").format(step=self.step, loss=v["eval"])
+                if v.get("eval") is not None else _("eval  step {step}").format(step=self.step))
         if v.get("best_eval") is not None:
-            text += f"  (best {v['best_eval'][1]:.4f} @ {v['best_eval'][0]})"
+            text += _("  (best {loss:.4f} @ {step})").format(loss=v["best_eval"][1], step=v["best_eval"][0])
         return text
 
     def line(self) -> str:
-        head = f"step {self.step}/{self.max_steps}" if self.max_steps else f"step {self.step}"
+        head = (_("step {step}/{max_steps}").format(step=self.step, max_steps=self.max_steps) if self.max_steps
+                else _("step {step}").format(step=self.step))
         if self.values.get("epoch") is not None:
-            head += f"  epoch {self.values['epoch']:.2f}"
-        eta = f"  eta {duration(self.eta_s)}" if self.eta_s is not None else ""
+            head += _("  epoch {epoch:.2f}").format(epoch=self.values["epoch"])
+        eta = _("  eta {duration}").format(duration=duration(self.eta_s)) if self.eta_s is not None else ""
         return f"{head}  {status_text(self.values)}{eta}"
 
 
@@ -112,7 +117,8 @@ class LiveView(TrainerCallback):
         if kind in ("warning", "error"):
             if self._live is not None:
                 colour = "yellow" if kind == "warning" else "red"
-                self._live.console.print(f"[{colour}]{kind}:[/] {record.get('message')}", highlight=False)
+                label = _("warning:") if kind == "warning" else _("error:")
+                self._live.console.print(f"[{colour}]{label}[/] {record.get('message')}", highlight=False)
             return  # plain mode: the guard already logged it
         if self.mode == "plain" and kind == "train":
             log.info("%s", self.view.line())
@@ -138,8 +144,8 @@ class LiveView(TrainerCallback):
 
         console = self.console or Console(stderr=True)
         # two lines: the bar with ETA, and the numbers (too wide to share a line on an 80-column terminal)
-        self.progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TextColumn("eta"), TimeRemainingColumn(), console=console)
+        self.progress = Progress(TextColumn(_("[bold]train[/]")), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn(_("eta")), TimeRemainingColumn(), console=console)
         self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step)
         view = self.view
 
@@ -168,9 +174,10 @@ class LiveView(TrainerCallback):
             from rich.console import Console
             from rich.table import Table
 
-            table = Table(title=f"training {status}", show_header=False)
+            table = Table(title=_("training {status}").format(status=translate(status)), show_header=False)
             for label, value in summary_lines(summary):
                 table.add_row(label, value)
             (self.console or Console(stderr=True)).print(table)
         elif self.mode == "plain":
-            log.info("training %s: %s", status, "; ".join(f"{k} {v}" for k, v in summary_lines(summary)))
+            log.info("%s: %s", _("training {status}").format(status=translate(status)),
+                     "; ".join(f"{k} {v}" for k, v in summary_lines(summary)))

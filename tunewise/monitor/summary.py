@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunewise.catalog import _
 from tunewise.monitor.metrics import effective_records, number, read_metrics
 
 
@@ -48,7 +49,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
     peaks: dict[str, float] = {}
     for key in ("peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb"):
-        values = [v for _, v in _values(records, key)]
+        values = [v for _key, v in _values(records, key)]
         if values:
             peaks[key] = max(values)
     last = logged[-1] if logged else (records[-1] if records else {})
@@ -106,18 +107,18 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
     peaks = summary.get("peak_memory_mb") or {}
     memory = ", ".join(f"{k.removesuffix('_mb').replace('_', ' ')} {v:,.0f} MiB" for k, v in peaks.items()) or "-"
     rows = [
-        ("steps", f"{summary.get('steps')}" + (f" / {summary['max_steps']}" if summary.get("max_steps") else "")),
-        ("epochs", _fmt(summary.get("epochs"))),
-        ("train loss (final / min)", f"{_fmt(summary.get('final_train_loss'))} / {_fmt(summary.get('min_train_loss'))}"),
-        ("eval loss (final / min)", f"{_fmt(summary.get('final_eval_loss'))} / {_fmt(summary.get('min_eval_loss'))}"),
-        ("best step", _fmt(summary.get("best_step"))),
-        ("time", duration(summary.get("total_time_s"))),
-        ("trained tokens", f"{summary.get('trained_tokens', 0):,}" + (
+        (_("steps"), f"{summary.get('steps')}" + (f" / {summary['max_steps']}" if summary.get("max_steps") else "")),
+        (_("epochs"), _fmt(summary.get("epochs"))),
+        (_("train loss (final / min)"), f"{_fmt(summary.get('final_train_loss'))} / {_fmt(summary.get('min_train_loss'))}"),
+        (_("eval loss (final / min)"), f"{_fmt(summary.get('final_eval_loss'))} / {_fmt(summary.get('min_eval_loss'))}"),
+        (_("best step"), _fmt(summary.get("best_step"))),
+        (_("time"), duration(summary.get("total_time_s"))),
+        (_("trained tokens"), f"{summary.get('trained_tokens', 0):,}" + (
             f" ({summary['tokens_per_s']:,.1f}/s)" if summary.get("tokens_per_s") else "")),
-        ("peak memory", memory),
+        (_("peak memory"), memory),
     ]
     if summary.get("warnings"):
-        rows.append(("warnings", str(len(summary["warnings"]))))
+        rows.append((_("warnings"), str(len(summary["warnings"]))))
     if summary.get("stopped"):
-        rows.append(("stopped", f"{summary['stopped']['reason']} at step {summary['stopped']['step']}"))
+        rows.append((_("stopped"), _("{reason} at step {step}").format(**summary["stopped"])))
     return rows

@@ -11,6 +11,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from tunewise.version import __version__
+from tunewise.catalog import N_, _, current_language, speaking, translate
 from tunewise.data.stats import describe_loading
 from tunewise.rundir import RunDir, atomic_write_text, read_jsonl
 from tunewise.rundir import prediction_files as predictions_in
@@ -34,7 +35,7 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
     minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+    return _("{minutes} min {secs} s").format(minutes=minutes, secs=secs) if minutes else _("{secs} s").format(secs=secs)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -73,19 +74,19 @@ def _comparison_rows(comparison: dict[str, Any]) -> dict[str, Any]:
                 "p": _fmt(d.get("p_value"), 4) if d.get("p_value") is not None else "",
                 "wtl": " / ".join(str(wtl[k]) for k in ("win", "tie", "loss")) if wtl else "",
             })
-        rows.append({"metric": metric + (" (headline)" if metric == main and len(comparison["metrics"]) > 1 else ""),
+        rows.append({"metric": metric + (_(" (headline)") if metric == main and len(comparison["metrics"]) > 1 else ""),
                      "cells": [_fmt(entry["values"].get(m)) for m in models], "deltas": deltas})
     return {"models": models, "baseline": baseline, "candidates": candidates, "rows": rows, "n": comparison.get("n"),
             "split": comparison.get("split", "test")}
 
 
 BASELINE_ROWS = (
-    ("base", "accuracy", "base model, zero-shot (its generated answer)"),
-    ("base_few_shot", "accuracy", "base model, few-shot prompt (generated)"),
-    ("base", "constrained_accuracy", "base model, constrained (the label it ranks highest)"),
-    ("base_few_shot", "constrained_accuracy", "base model, few-shot prompt, constrained"),
-    ("tuned", "accuracy", "fine-tuned (generated)"),
-    ("tuned", "constrained_accuracy", "fine-tuned, constrained"),
+    ("base", "accuracy", N_("base model, zero-shot (its generated answer)")),
+    ("base_few_shot", "accuracy", N_("base model, few-shot prompt (generated)")),
+    ("base", "constrained_accuracy", N_("base model, constrained (the label it ranks highest)")),
+    ("base_few_shot", "constrained_accuracy", N_("base model, few-shot prompt, constrained")),
+    ("tuned", "accuracy", N_("fine-tuned (generated)")),
+    ("tuned", "constrained_accuracy", N_("fine-tuned, constrained")),
 )
 
 
@@ -99,9 +100,9 @@ def _baselines_view(comparison: dict[str, Any], run: RunDir) -> dict[str, Any] |
         if not entry or entry["values"].get(model) is None:
             continue
         ci = (entry.get("intervals") or {}).get(model)
-        rows.append({"what": what, "metric": metric, "value": _fmt(entry["values"][model]),
+        rows.append({"what": translate(what), "model": model, "metric": metric, "value": _fmt(entry["values"][model]),
                      "ci": f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""})
-    if not any(r["metric"] == "constrained_accuracy" for r in rows) and not any("few-shot" in r["what"] for r in rows):
+    if not any(r["metric"] == "constrained_accuracy" for r in rows) and not any("few_shot" in r["model"] for r in rows):
         return None
     few = _load_json(run.eval / "metrics_base_few_shot.json") or {}
     return {"rows": rows, "shots": len(few.get("shots") or []), "instruction": few.get("instruction")}
@@ -114,7 +115,7 @@ def _monitor_view(run: RunDir) -> dict[str, Any] | None:
         return None
     summary, record = summary or {}, record or {}
     return {
-        "status": record.get("status"),
+        "status": translate(record["status"]) if record.get("status") else record.get("status"),
         "error": record.get("error"),
         "best_eval": _fmt(summary.get("min_eval_loss")) if summary.get("min_eval_loss") is not None else None,
         "best_step": summary.get("best_step"),
@@ -166,8 +167,12 @@ def _labels_view(data_report: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def build_report(run_dir: str | Path, *, examples: int = 10, lang: str | None = None) -> Path:
     """Render RUN/report.html from what the stages left in the run directory (any of them may be missing); ``lang``
-    (en, zh; default $TUNEWISE_LANG, else en) is the language of its checklist section."""
-    from tunewise.catalog import resolve_language
+    (en, zh; default: the language tunewise speaks, tunewise/catalog.py) is the language of the whole page."""
+    with speaking(lang or current_language()) as language:
+        return _build_report(run_dir, examples, language)
+
+
+def _build_report(run_dir: str | Path, examples: int, lang: str) -> Path:
     from tunewise.checklist import checklist
 
     run = RunDir.of(run_dir)
@@ -189,10 +194,10 @@ def build_report(run_dir: str | Path, *, examples: int = 10, lang: str | None = 
             for m in comparison["models"]:
                 cards.append({"label": f"{main}: {m}", "value": _fmt(entry["values"].get(m))})
     if train:
-        cards.append({"label": "final train loss", "value": _fmt(train.get("final_train_loss"))})
+        cards.append({"label": _("final train loss"), "value": _fmt(train.get("final_train_loss"))})
         if train.get("final_eval_loss") is not None:
-            cards.append({"label": "final eval loss", "value": _fmt(train.get("final_eval_loss"))})
-        cards.append({"label": "training time", "value": _duration(train.get("train_time_s"))})
+            cards.append({"label": _("final eval loss"), "value": _fmt(train.get("final_eval_loss"))})
+        cards.append({"label": _("training time"), "value": _duration(train.get("train_time_s"))})
 
     found = sorted(run.plots.glob("*.png")) if run.plots.is_dir() else []
     found.sort(key=lambda p: (PLOT_ORDER.index(p.stem) if p.stem in PLOT_ORDER else len(PLOT_ORDER), p.stem))
@@ -226,11 +231,13 @@ def build_report(run_dir: str | Path, *, examples: int = 10, lang: str | None = 
             "total": _fmt(train.get("total_parameters")),
             "tokens": _fmt(train.get("trained_tokens")),
             "tps": _fmt(train.get("tokens_per_s"), 1),
-            "memory": f"{memory:,.0f} MiB" if memory else "n/a",
+            "memory": f"{memory:,.0f} MiB" if memory else _("n/a"),
         }
 
     env = Environment(loader=PackageLoader("tunewise.report", "templates"), autoescape=select_autoescape(["html"]))
+    env.globals["_"] = _  # the template's words are in the catalogue too (pybabel reads them: scripts/i18n.sh)
     html = env.get_template("report.html").render(
+        lang=lang,
         name=config.get("name", run.root.name),
         model=config.get("model", ""),
         method=config.get("method", ""),
@@ -249,7 +256,7 @@ def build_report(run_dir: str | Path, *, examples: int = 10, lang: str | None = 
         example_models=example_models,
         config=config_text,
         monitor=_monitor_view(run),
-        checklist=checklist(run.root, resolve_language(lang)),  # dashboard: the guide's checklist, at the top
+        checklist=checklist(run.root, lang),  # dashboard: the guide's checklist, at the top
         errors=_errors_view(run, (comparison or {}).get("models", []), examples or 10),
     )
     atomic_write_text(run.report, html)
