@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ from tunewise.config import config_from_dict
 # The test models are tiny: one thread is faster than two, and never oversubscribes a shared 2-core machine
 # (measured here: a tiny forward pass took 8.5 ms on 1 thread, 255 ms on 2 threads while the other core was busy).
 torch.set_num_threads(1)
+
+# The suite checks English output: a machine whose locale is Chinese would otherwise get the Chinese catalogue
+# (tests/test_i18n.py sets the language it checks, in its own environment)
+os.environ["TUNEWISE_LANG"] = "en"
 
 pytest_plugins = ["tests.data_fixtures"]
 
