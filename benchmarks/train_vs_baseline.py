@@ -198,7 +198,10 @@ def run_tunewise(args: argparse.Namespace, rows: list[dict], eval_rows: list[dic
     # the held-out rows are the validation file a user would give: tunewise's default evaluation cadence is charged
     atomic_write_jsonl(run.data / "val.jsonl", eval_rows)
     clock = CpuClock()
-    summary = train_run(config, run.root, callbacks=[clock.callback])
+    from tunewise.decide.estimate import checkpointing_choice
+
+    # as `tunewise train` does: activation checkpointing on only when the estimate says the batch would not fit
+    summary = train_run(config, run.root, callbacks=[clock.callback], checkpointing=checkpointing_choice(config, run.root))
     model, tokenizer = load_for_eval(config, "tuned", run, device="cuda" if torch.cuda.is_available() else "cpu",
                                      dtype=torch.float32)
     encoded = [plain_encode(tokenizer, r) for r in rows]
@@ -207,7 +210,8 @@ def run_tunewise(args: argparse.Namespace, rows: list[dict], eval_rows: list[dic
     eval_s = sum(r.get("eval_runtime", 0.0) for r in read_metrics(run.metrics))  # in-training evaluation time
     return {"train_s": summary["train_time_s"], "train_cpu_s": clock.spent, "eval_loss": score(model, tokenizer, eval_rows),
             "flops": model_flops(model, encoded, args.epochs), "steps": summary["steps"], "in_training_eval_s": eval_s,
-            "eval_sample_examples": summary.get("eval_sample_examples")}
+            "eval_sample_examples": summary.get("eval_sample_examples"),
+            "gradient_checkpointing": summary.get("gradient_checkpointing")}
 
 
 def child(args: argparse.Namespace) -> None:
