@@ -217,7 +217,6 @@ def optimizer_bytes(config: Config, trainable: int, trainable_bytes: int) -> tup
 def estimate_memory(config: Config, parameters: Parameters, acts: Activations, *, device: str, runtime_bytes: int,
                     vocab_size: int, trained_tokens: int, mapped_checkpoint: int = 0) -> Memory:
     from tunewise.lm.adapters import get_method
-
     from tunewise.train.allocator import tuning_setting
 
     states, temp = optimizer_bytes(config, parameters.trainable, parameters.trainable_bytes)
@@ -572,7 +571,6 @@ def assumptions(device: str, devices: int = 1) -> list[str]:
            "divide weights, gradients and optimizer states and gather the root and two decoder layers; zero2 divides "
            "gradients and optimizer states; time is one device's"] if devices > 1 else []),
     ]
-
 
 
 FITS_SHARE = 0.9

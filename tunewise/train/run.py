@@ -34,6 +34,7 @@ from tunewise.rundir import (
     read_jsonl,
 )
 from tunewise.runlock import writing_run
+from tunewise.train.allocator import return_freed_memory_to_os, tuning_setting
 from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.distributed import check_same_inputs
 from tunewise.train.preflight import check_config
@@ -223,8 +224,6 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         (log.warning if on else log.info)("memory: %s (automatic): %s", " + ".join(on) or "nothing to save",
                                           checkpoint_choice["reason"])
     model, precision, dtype = load_for_training(config, method)
-    from tunewise.train.allocator import return_freed_memory_to_os, tuning_setting
-
     # CPU: freed activations go back to the OS when memory is tight, or when asked (tunewise/train/allocator.py)
     wanted = tuning_setting()
     returned = precision.device == "cpu" and (wanted if wanted is not None else bool(checkpoint_choice.get(
