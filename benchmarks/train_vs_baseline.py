@@ -198,7 +198,10 @@ def run_tunewise(args: argparse.Namespace, rows: list[dict], eval_rows: list[dic
     # the held-out rows are the validation file a user would give: tunewise's default evaluation cadence is charged
     atomic_write_jsonl(run.data / "val.jsonl", eval_rows)
     clock = CpuClock()
-    summary = train_run(config, run.root, callbacks=[clock.callback])
+    from tunewise.decide.estimate import checkpointing_choice
+
+    # as `tunewise train` does: activation checkpointing on only when the estimate says the batch would not fit
+    summary = train_run(config, run.root, callbacks=[clock.callback], checkpointing=checkpointing_choice(config, run.root))
     model, tokenizer = load_for_eval(config, "tuned", run, device="cuda" if torch.cuda.is_available() else "cpu",
                                      dtype=torch.float32)
     encoded = [plain_encode(tokenizer, r) for r in rows]
@@ -207,7 +210,9 @@ def run_tunewise(args: argparse.Namespace, rows: list[dict], eval_rows: list[dic
     eval_s = sum(r.get("eval_runtime", 0.0) for r in read_metrics(run.metrics))  # in-training evaluation time
     return {"train_s": summary["train_time_s"], "train_cpu_s": clock.spent, "eval_loss": score(model, tokenizer, eval_rows),
             "flops": model_flops(model, encoded, args.epochs), "steps": summary["steps"], "in_training_eval_s": eval_s,
-            "eval_sample_examples": summary.get("eval_sample_examples")}
+            "eval_sample_examples": summary.get("eval_sample_examples"),
+            "gradient_checkpointing": summary.get("gradient_checkpointing"),
+            "returned_freed_memory": summary.get("returned_freed_memory")}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -231,6 +236,15 @@ def load_avg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+RETURNED = "tunewise+returned"
+
+
+def sides_of(args: argparse.Namespace) -> list[str]:
+    """plain, tunewise, and with ``--returned`` tunewise with TUNEWISE_MALLOC_TUNING=1 (what it does when the estimate
+    says memory is tight: freed blocks returned to the OS)."""
+    return ["plain", "tunewise"] + ([RETURNED] if args.returned else [])
+
+
 def spread(values: list[float], fmt: str = "{:.1f}") -> str:
     mean = statistics.fmean(values)
     if len(values) == 1:
@@ -250,16 +264,21 @@ def bench_shape(shape: str, args: argparse.Namespace, peak: list[float]) -> dict
     data = Path(tempfile.mkdtemp(prefix=f"bench-{shape}-"))
     for name, part in (("train", rows), ("eval", eval_rows)):
         (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
-    order = [("plain", "tunewise"), ("tunewise", "plain")]
-    runs: dict[str, list[dict]] = {"plain": [], "tunewise": []}
+    sides = sides_of(args)
+    order = [sides, sides[::-1]]
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     for seed in range(args.seeds):
         for side in order[seed % 2]:  # A B, B A, A B: the order alternates with the seed
-            cmd = [sys.executable, __file__, "--side", side, "--data-dir", str(data), "--seed", str(seed),
+            env = dict(os.environ)
+            if side == RETURNED:  # tunewise with freed blocks always returned to the OS (tunewise/train/allocator.py)
+                env["TUNEWISE_MALLOC_TUNING"] = "1"
+            cmd = [sys.executable, __file__, "--side", "tunewise" if side == RETURNED else side, "--data-dir", str(data),
+                   "--seed", str(seed),
                    "--model", args.model, "--epochs", str(args.epochs), "--batch", str(batch), "--lr", str(args.lr)]
             if args.tunewise_training:
                 cmd += ["--tunewise-training", args.tunewise_training]
             load_before = load_avg()
-            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
             line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
             if line is None:
                 sys.exit(f"{shape} {side} seed {seed} failed:\n{out.stderr[-3000:]}")
@@ -288,7 +307,7 @@ def report(results: dict, args: argparse.Namespace, peak: list[float]) -> None:
               f"{'peak MiB':>20} {'eval loss':>26} {'MFU':>6}")
     print(header)
     for shape, r in results.items():
-        for side in ("plain", "tunewise"):
+        for side in r["runs"]:
             runs = r["runs"][side]
             print(f"{shape:>6} {side:>9} {spread([x['tokens_per_s'] for x in runs]):>20} "
                   f"{spread([x['tokens_per_cpu_s'] for x in runs]):>20} "
@@ -296,17 +315,25 @@ def report(results: dict, args: argparse.Namespace, peak: list[float]) -> None:
                   f"{spread([x['peak_rss_mb'] for x in runs], '{:.0f}'):>20} "
                   f"{spread([x['eval_loss'] for x in runs], '{:.4f}'):>26} "
                   f"{statistics.fmean(x['flops_fraction'] for x in runs):6.1%}")
-        a, b = r["runs"]["plain"], r["runs"]["tunewise"]
-        eval_share = statistics.fmean(x.get("in_training_eval_s", 0.0) / x["train_s"] for x in b)
-        mean = lambda runs, k: statistics.fmean(x[k] for x in runs)  # noqa: E731
-        r["ratios"] = {"speed": mean(b, "tokens_per_s") / mean(a, "tokens_per_s"),
-                       "speed_per_cpu_s": mean(b, "tokens_per_cpu_s") / mean(a, "tokens_per_cpu_s"),
-                       "peak_rss": mean(b, "peak_rss_mb") / mean(a, "peak_rss_mb"),
-                       "eval_loss": mean(b, "eval_loss") / mean(a, "eval_loss")}
-        print(f"{shape:>6} {'b/a':>9} {r['ratios']['speed']:>19.2f}x {r['ratios']['speed_per_cpu_s']:>19.2f}x {'':>20} "
-              f"{'':>20} {r['ratios']['peak_rss']:>20.2f} "
-              f"{r['ratios']['eval_loss']:>26.3f}   ({r['rows']} rows x batch {r['batch']}, {r['eval_rows']} eval rows; "
-              f"tunewise's in-training evaluation {eval_share:.1%} of its training time)")
+        a = r["runs"]["plain"]
+        for side in [s for s in r["runs"] if s != "plain"]:
+            b = r["runs"][side]
+            eval_share = statistics.fmean(x.get("in_training_eval_s", 0.0) / x["train_s"] for x in b)
+            mean = lambda runs, k: statistics.fmean(x[k] for x in runs)  # noqa: E731
+            ratios = {"speed": mean(b, "tokens_per_s") / mean(a, "tokens_per_s"),
+                      "speed_per_cpu_s": mean(b, "tokens_per_cpu_s") / mean(a, "tokens_per_cpu_s"),
+                      "peak_rss": mean(b, "peak_rss_mb") / mean(a, "peak_rss_mb"),
+                      "eval_loss": mean(b, "eval_loss") / mean(a, "eval_loss")}
+            r.setdefault("ratios_by_side", {})[side] = ratios
+            if side == "tunewise":
+                r["ratios"] = ratios
+            label = "b/a" if side == "tunewise" else "c/a"
+            print(f"{shape:>6} {label:>9} {ratios['speed']:>19.2f}x {ratios['speed_per_cpu_s']:>19.2f}x {'':>20} "
+                  f"{'':>20} {ratios['peak_rss']:>20.2f} "
+                  f"{ratios['eval_loss']:>26.3f}   ({side}; {r['rows']} rows x batch {r['batch']}, {r['eval_rows']} eval "
+                  f"rows; in-training evaluation {eval_share:.1%} of its training time; activation checkpointing "
+                  f"{[(x.get('gradient_checkpointing') or {}).get('on') for x in b]}, freed memory returned to the OS "
+                  f"{[x.get('returned_freed_memory') for x in b]})")
 
 
 def main() -> None:
@@ -318,6 +345,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="override every shape's batch size")
     parser.add_argument("--rows", type=int, default=None, help="override every shape's number of training rows")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--returned", action="store_true",
+                        help="also run tunewise with freed memory always returned to the OS (TUNEWISE_MALLOC_TUNING=1)")
     parser.add_argument("--tunewise-training", default=None, help="JSON of training.* overrides for the tunewise side")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "train_vs_baseline.json"))
     parser.add_argument("--side", choices=["plain", "tunewise"], help=argparse.SUPPRESS)

@@ -16,6 +16,10 @@ from tunewise.config import config_from_dict
 # The test models are tiny: one thread is faster than two, and never oversubscribes a shared 2-core machine
 # (measured here: a tiny forward pass took 8.5 ms on 1 thread, 255 ms on 2 threads while the other core was busy).
 torch.set_num_threads(1)
+# CPUs with avx512_bf16/AMX train in bf16 by default (tunewise/lm/device.py): the suite's exact comparisons are made in
+# fp32 whatever the CPU, subprocesses included (TUNEWISE_CPU_BF16=1 runs it the other way; tests/test_memory_precision.py
+# forces both)
+os.environ.setdefault("TUNEWISE_CPU_BF16", "0")
 
 # The suite checks English output: a machine whose locale is Chinese would otherwise get the Chinese catalogue
 # (tests/test_i18n.py sets the language it checks, in its own environment)

@@ -63,8 +63,10 @@ def train(run: str | Path | dict[str, Any] | Config, *, resume: bool = False) ->
     from tunewise.train.run import train_run
 
     cfg, run_dir = _run(run)
+    from tunewise.decide.estimate import checkpointing_choice
+
     with writing_run(run_dir.root, "train"):
-        return train_run(cfg, run_dir.root, resume=resume)
+        return train_run(cfg, run_dir.root, resume=resume, checkpointing=checkpointing_choice(cfg, run_dir.root))
 
 
 def evaluate(run: str | Path, model: str = "tuned", *, split: str = "test") -> dict[str, Any]:

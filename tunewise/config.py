@@ -186,7 +186,9 @@ class TrainingConfig(_Section):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     bf16: bool | None = Field(None, description="null = automatic (on for CUDA devices that support it, off on CPU).")
     fp16: bool | None = Field(None, description="null = automatic (on for CUDA devices without bf16).")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = Field(
+        None, description="Activation checkpointing (recompute each layer in backward: less memory, ~30% more compute); "
+        "null = automatic: on when the estimated peak would not fit in the memory available.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "sgd", "adamw_8bit"] = Field(
         "adamw_torch_fused", description="adamw_torch_fused: one fused kernel per step (CPU and CUDA; transformers' own "
         "default); adamw_8bit: bitsandbytes 8-bit moments."

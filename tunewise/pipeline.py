@@ -156,7 +156,11 @@ def _run_stages(config: Config, run: RunDir, result: dict[str, Any], stage: Call
     result["estimate"] = stage("estimate", lambda: estimate_stage(config, run))
     if result["estimate"]:
         notify(estimate_line(result["estimate"]))
-    result["train"] = stage("train", lambda: train_run(config, run.root))
+    from tunewise.decide.estimate import checkpointing_choice
+
+    # training.gradient_checkpointing null: on when the estimate says the batch would not fit
+    result["train"] = stage("train", lambda: train_run(
+        config, run.root, checkpointing=checkpointing_choice(config, run.root)))
     notify(actual_line(result["estimate"], result["train"]))
     result["tuned"] = stage("eval tuned", lambda: evaluate_run(config, run.root, "tuned", progress=eval_progress))
     if config.eval.baseline:  # a comparison needs the baseline's predictions

@@ -204,9 +204,12 @@ def train(
                 return
             summary = json.loads(summary_file.read_text(encoding="utf-8"))
         else:
+            from tunewise.decide.estimate import checkpointing_choice
             from tunewise.train.run import train_run
 
-            summary = guarded(lambda: train_run(cfg, run_dir.root, resume=resume), stage="train", config=cfg,
+            summary = guarded(lambda: train_run(cfg, run_dir.root, resume=resume,
+                                                checkpointing=checkpointing_choice(cfg, run_dir.root)),
+                              stage="train", config=cfg,
                               run_root=run_dir.root)
     from tunewise.rundir import is_main_process
 

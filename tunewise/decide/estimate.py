@@ -61,6 +61,9 @@ Progress = Callable[[str], None]
 
 CPU_ACTIVATION_FACTOR = 2.0
 """RSS growth per byte of saved activations on CPU (glibc heap retention; measured 1.4-2.1 on SmolLM2-135M)."""
+CPU_RETURNED_FACTOR = 1.25
+"""The same with freed blocks returned to the OS (tunewise/train/allocator.py): measured 1.22 on SmolLM2-135M, batch 8
+of 200-400-token rows (benchmarks/memory_profile.py)."""
 CUDA_ACTIVATION_FACTOR = 1.0
 FLOPS_EFFICIENCY = {"cpu": 0.55, "cuda": 0.35}
 """Share of the measured matmul throughput training reaches, for the FLOPs fallback. CPU: measured 0.57 (full) and
@@ -90,12 +93,14 @@ class Memory:
     adapters: int = 0  # adapter parameters (part of weights)
     quantized: int = 0  # quantized weights of QLoRA (part of weights)
     gathered: int = 0  # sharded (fsdp/zero3): units held whole during backward, beyond the device's own shards
+    returned_factor: float | None = None  # CPU: the factor with freed blocks returned to the OS (None: no such choice)
 
-    def peak(self, gradient_checkpointing: bool | None = None) -> int:
+    def peak(self, gradient_checkpointing: bool | None = None, factor: float | None = None) -> int:
         ckpt = self.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
         acts = self.activations_checkpointed if ckpt else self.activations
+        factor = self.factor if factor is None else factor
         resident = self.runtime + self.weights + self.mapped_checkpoint + self.optimizer
-        backward = resident + self.gathered + max(self.gradients + acts + self.logits, self.factor * (acts + self.logits))
+        backward = resident + self.gathered + max(self.gradients + acts + self.logits, factor * (acts + self.logits))
         step = resident + self.gradients + self.optimizer_step_temp
         return int(max(backward, step))
 
@@ -105,6 +110,9 @@ class Memory:
             "peak_mb": mb(self.peak()),
             "peak_mb_without_checkpointing": mb(self.peak(False)),
             "peak_mb_with_checkpointing": mb(self.peak(True)),
+            **({"peak_mb_returning_freed_memory": mb(self.peak(False, self.returned_factor)),
+                "peak_mb_with_checkpointing_returning_freed_memory": mb(self.peak(True, self.returned_factor))}
+               if self.returned_factor is not None else {}),
             "gradient_checkpointing": self.gradient_checkpointing,
             "parts_mb": {
                 "runtime": mb(self.runtime), "weights": mb(self.weights), "mapped_checkpoint": mb(self.mapped_checkpoint),
@@ -209,8 +217,13 @@ def optimizer_bytes(config: Config, trainable: int, trainable_bytes: int) -> tup
 def estimate_memory(config: Config, parameters: Parameters, acts: Activations, *, device: str, runtime_bytes: int,
                     vocab_size: int, trained_tokens: int, mapped_checkpoint: int = 0) -> Memory:
     from tunewise.lm.adapters import get_method
+    from tunewise.train.allocator import tuning_setting
 
     states, temp = optimizer_bytes(config, parameters.trainable, parameters.trainable_bytes)
+    # CPU: glibc keeps freed blocks unless tunewise returns them (always with TUNEWISE_MALLOC_TUNING=1; automatic
+    # otherwise: checkpointing_choice weighs it)
+    tuning = tuning_setting() if device == "cpu" else False
+    factor = (CPU_RETURNED_FACTOR if tuning else CPU_ACTIVATION_FACTOR) if device == "cpu" else CUDA_ACTIVATION_FACTOR
     return Memory(
         runtime=runtime_bytes if device == "cpu" else 0,
         weights=parameters.weight_bytes,
@@ -220,9 +233,10 @@ def estimate_memory(config: Config, parameters: Parameters, acts: Activations, *
         activations=acts.total,
         activations_checkpointed=acts.checkpointed,
         logits=2 * trained_tokens * vocab_size * 4,
-        factor=CPU_ACTIVATION_FACTOR if device == "cpu" else CUDA_ACTIVATION_FACTOR,
+        factor=factor,
+        returned_factor=CPU_RETURNED_FACTOR if tuning is None else None,
         mapped_checkpoint=mapped_checkpoint,
-        gradient_checkpointing=config.training.gradient_checkpointing,
+        gradient_checkpointing=bool(config.training.gradient_checkpointing),  # null (automatic): estimated without
         adapters=parameters.trainable_bytes if get_method(config.method).saves_adapter else 0,
         quantized=parameters.quantized_bytes,
     )
@@ -557,3 +571,53 @@ def assumptions(device: str, devices: int = 1) -> list[str]:
            "divide weights, gradients and optimizer states and gather the root and two decoder layers; zero2 divides "
            "gradients and optimizer states; time is one device's"] if devices > 1 else []),
     ]
+
+
+FITS_SHARE = 0.9
+"""An estimated peak above this share of the memory available does not fit (the estimate's margin; the same threshold
+as the warning the pipeline prints before training)."""
+
+
+def checkpointing_choice(config: Config, run_dir: str | Path, memory: dict[str, Any] | None = None,
+                         available_mb: float | None = None) -> dict[str, Any] | None:
+    """How a run with ``training.gradient_checkpointing: null`` saves memory when the estimate says it must (None when
+    the config sets it), cheapest first: nothing when the estimated peak fits in 90% of the memory available; else on
+    CPU, freed blocks returned to the OS (tunewise/train/allocator.py: ~15% more CPU time) when that fits; else
+    activation checkpointing (~30-50% more compute), with freed blocks returned where possible.
+    ``memory``/``available_mb``: an estimate's memory part (``Memory.to_dict``) and the memory available; estimated
+    here without calibration when not given. No estimate (an error): nothing, and why.
+    Returns what train_summary.json records: ``on`` (checkpointing), ``return_freed_memory``, ``reason`` (one line)
+    and the estimated peaks."""
+    if config.training.gradient_checkpointing is not None:
+        return None
+    try:
+        if memory is None or available_mb is None:
+            report = estimate_run(config, run_dir, [config.method], calibrate=False, write=False)
+            memory = report["methods"][config.method]["memory"]
+            available_mb = report["hardware"]["available_mb"]
+        without = float(memory["peak_mb_without_checkpointing"])
+        checkpointed = float(memory["peak_mb_with_checkpointing"])
+        returned = memory.get("peak_mb_returning_freed_memory")
+        if returned is not None:
+            checkpointed = float(memory["peak_mb_with_checkpointing_returning_freed_memory"])
+        available = float(available_mb)
+    except Exception as err:  # noqa: BLE001 - an estimate is advice: training goes on as configured
+        return {"on": False, "return_freed_memory": False, "reason": f"no memory estimate ({err}): nothing changed"}
+    gb = lambda mb: f"{mb / 1024:.1f} GB"  # noqa: E731
+    numbers = {"available_mb": round(available), "peak_mb": round(without), "peak_mb_with_checkpointing": round(checkpointed)}
+    if returned is not None:
+        numbers["peak_mb_returning_freed_memory"] = round(float(returned))
+    limit = FITS_SHARE * available
+    if without <= limit:
+        return {"on": False, "return_freed_memory": False, **numbers,
+                "reason": f"the estimated peak {gb(without)} fits in the {gb(available)} available"}
+    head = f"the estimated peak {gb(without)} exceeds the {gb(available)} available"
+    if returned is not None and float(returned) <= limit:
+        return {"on": False, "return_freed_memory": True, **numbers,
+                "reason": f"{head}; ~{gb(float(returned))} with freed memory returned to the OS"}
+    if checkpointed >= without:
+        return {"on": False, "return_freed_memory": returned is not None, **numbers,
+                "reason": f"{head}, and activation checkpointing would not lower it"}
+    return {"on": True, "return_freed_memory": returned is not None, **numbers,
+            "reason": f"{head}; ~{gb(checkpointed)} with activation checkpointing"
+                      + ("" if checkpointed <= limit else " (still more: lower the batch size or data.max_tokens)")}

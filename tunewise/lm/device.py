@@ -1,10 +1,19 @@
-"""Device and precision chosen for the machine: bf16/fp16 on CUDA, fp32 on CPU."""
+"""Device and precision chosen for the machine: bf16/fp16 on CUDA, bf16 on CPUs with bf16 matmul units, else fp32.
+
+On a CPU, bf16 autocast pays only where the CPU multiplies bf16 natively (``avx512_bf16`` or AMX); elsewhere it is
+emulated and measured no faster (FIELD-NOTES), so the default stays fp32 there. ``TUNEWISE_CPU_BF16=0|1`` overrides
+the detection (the test suite pins it, so a result does not depend on the CPU it runs on).
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""/proc/cpuinfo flags of a CPU that multiplies bf16 natively."""
 
 
 @dataclass(frozen=True)
@@ -26,8 +35,35 @@ def pick_device() -> str:
     return "cpu"
 
 
+def _cpuinfo_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively: ``avx512_bf16`` or AMX in /proc/cpuinfo, or (elsewhere) torch's own
+    CPU capability naming AMX. ``TUNEWISE_CPU_BF16=0|1`` overrides the detection."""
+    forced = os.environ.get("TUNEWISE_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    flags = _cpuinfo_flags()
+    if flags:
+        return any(flag in flags for flag in CPU_BF16_FLAGS)
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return "AMX" in str(capability).upper()
+
+
 def resolve_precision(bf16: bool | None = None, fp16: bool | None = None, device: str | None = None) -> Precision:
-    """Fill in automatic (``None``) precision settings; refuse combinations the device can't run."""
+    """Fill in automatic (``None``) precision settings; refuse combinations the device can't run.
+
+    Automatic: bf16 on a CUDA GPU that has it (else fp16), bf16 autocast on a CPU with bf16 matmul units
+    (:func:`cpu_has_bf16`), fp32 on any other CPU."""
     device = device or pick_device()
     cuda = device.startswith("cuda")
     bf16_ok = cuda and torch.cuda.is_bf16_supported()
@@ -38,8 +74,11 @@ def resolve_precision(bf16: bool | None = None, fp16: bool | None = None, device
     if fp16 and not cuda:
         raise ValueError("training.fp16 needs a CUDA GPU; on CPU leave it null (fp32 is used)")
     if bf16 is None and fp16 is None:
-        bf16, fp16 = bf16_ok, cuda and not bf16_ok
-    # bf16 on CPU is allowed when asked for explicitly (autocast works, measured no faster here)
+        if cuda:
+            bf16, fp16 = bf16_ok, not bf16_ok
+        else:
+            bf16, fp16 = device == "cpu" and cpu_has_bf16(), False
+    # bf16 on a CPU without bf16 units is allowed when asked for explicitly (autocast works, measured no faster)
     return Precision(device=device, bf16=bool(bf16), fp16=bool(fp16))
 
 
@@ -47,6 +86,5 @@ def describe_device(device: str | None = None) -> str:
     device = device or pick_device()
     if device.startswith("cuda"):
         return f"cuda ({torch.cuda.get_device_name(0)})"
-    import os
-
-    return f"{device} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    bf16 = ", bf16 matmul units" if device == "cpu" and cpu_has_bf16() else ""
+    return f"{device} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads{bf16})"

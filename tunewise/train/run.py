@@ -34,6 +34,7 @@ from tunewise.rundir import (
     read_jsonl,
 )
 from tunewise.runlock import writing_run
+from tunewise.train.allocator import return_freed_memory_to_os, tuning_setting
 from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.distributed import check_same_inputs
 from tunewise.train.preflight import check_config
@@ -132,7 +133,8 @@ def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, prec
 
 
 def train_run(
-    config: Config, run_dir: str | Path, *, resume: bool = False, callbacks: Sequence[Any] = ()
+    config: Config, run_dir: str | Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
+    checkpointing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``config.method`` on RUN/data/train.jsonl (eval loss on val.jsonl) and save RUN/model.
 
@@ -141,14 +143,36 @@ def train_run(
     summary.json and plots/. ``callbacks`` are extra TrainerCallbacks, called before tunewise's own.
     Raises :class:`tunewise.monitor.guards.TrainingStopped` when a guard stops the run, and
     :class:`tunewise.monitor.session.TrainingCancelled` (a KeyboardInterrupt) on Ctrl-C, after saving a checkpoint.
+    ``checkpointing``: the automatic choice of activation checkpointing for ``training.gradient_checkpointing: null``
+    (:func:`tunewise.decide.estimate.checkpointing_choice`, made by the caller: the estimator is a layer above);
+    without it, null means off.
     """
     # one writer per run (tunewise/runlock.py): rank 0 (on another node, ranks > 0 write nothing and share the run
     # folder with the writer), then run.json's status around the whole stage
     with (writing_run(run_dir, "train") if is_main_process() else nullcontext()), tracked(run_dir, "train", config):
-        return _train_run(config, run_dir, resume=resume, callbacks=callbacks)
+        return _train_run(config, run_dir, resume=resume, callbacks=callbacks, checkpointing=checkpointing)
 
 
-def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: Sequence[Any]) -> dict[str, Any]:
+def resolve_checkpointing(config: Config, choice: dict[str, Any] | None) -> tuple[Config, dict[str, Any]]:
+    """(``config`` with training.gradient_checkpointing a bool, the choice as train_summary.json records it).
+
+    An explicit true/false wins; null takes the caller's automatic ``choice`` (off without one). Checkpointing
+    recomputes the same values in backward, so the choice changes memory and time, never the result: a resumed run
+    may decide again from the memory available then (the run's fingerprint keeps the null)."""
+    value = config.training.gradient_checkpointing
+    if value is not None:
+        decided: dict[str, Any] = {"on": bool(value), "source": "config", "reason": "training.gradient_checkpointing"}
+    elif choice is not None:
+        decided = {"source": "automatic", **choice}
+    else:
+        decided = {"on": False, "return_freed_memory": False, "source": "automatic",
+                   "reason": "no memory estimate given to train_run: nothing changed"}
+    training = config.training.model_copy(update={"gradient_checkpointing": bool(decided["on"])})
+    return config.model_copy(update={"training": training}), decided
+
+
+def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: Sequence[Any],
+               checkpointing: dict[str, Any] | None = None) -> dict[str, Any]:
     from transformers import set_seed
 
     run = RunDir.of(run_dir)
@@ -192,7 +216,18 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
 
     n_val = len(val_encoded)
     val_encoded = sample_for_evaluation(config, train_encoded, val_encoded)  # perf: training.eval_budget
+    fingerprinted = config  # resume compares the config as written (a null checkpointing stays null)
+    config, checkpoint_choice = resolve_checkpointing(config, checkpointing)
+    if checkpoint_choice["source"] == "automatic":  # one line; a warning when memory is tight
+        on = [name for name, key in (("activation checkpointing", "on"), ("freed memory returned to the OS",
+                                                                         "return_freed_memory")) if checkpoint_choice.get(key)]
+        (log.warning if on else log.info)("memory: %s (automatic): %s", " + ".join(on) or "nothing to save",
+                                          checkpoint_choice["reason"])
     model, precision, dtype = load_for_training(config, method)
+    # CPU: freed activations go back to the OS when memory is tight, or when asked (tunewise/train/allocator.py)
+    wanted = tuning_setting()
+    returned = precision.device == "cpu" and (wanted if wanted is not None else bool(checkpoint_choice.get(
+        "return_freed_memory"))) and return_freed_memory_to_os()
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable of %s parameters", method.name, f"{trainable:,}", f"{total:,}")
 
@@ -206,7 +241,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
             stale = remove_checkpoints(run.checkpoints)
             if stale:  # a later --resume must not continue from another training's checkpoint
                 log.warning("training from the start: removed the previous training's %s", ", ".join(stale))
-        write_fingerprint(config, run)
+        write_fingerprint(fingerprinted, run)
     setup = build_trainer(config, run, method.name, model, tokenizer, args, train_encoded, val_encoded, val_examples,
                           callbacks=callbacks, resume=resume, objective=objective)
     trainer, session, best, packing = setup.trainer, setup.session, setup.best, setup.packing
@@ -264,6 +299,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "best": {"metric": best.metric, "value": best.best_value, "step": best.best_step, "restored": restored,
                  "early_stopped_at": best.stopped_at} if best else None,
         "packing": packing,
+        "gradient_checkpointing": checkpoint_choice,
+        "returned_freed_memory": bool(returned),
         "quantized_check": setup.quantized_check,
         "train_time_s": round(elapsed, 2),
         "trained_tokens": trained_tokens,

@@ -89,7 +89,7 @@ def fsdp_config(config: Config, model: Any = None) -> dict[str, Any]:
         "reshard_after_forward": True,
         "state_dict_type": "SHARDED_STATE_DICT",
         "cpu_ram_efficient_loading": False,
-        "activation_checkpointing": t.gradient_checkpointing,
+        "activation_checkpointing": bool(t.gradient_checkpointing),
     }
     layers = _no_split_modules(model) if model is not None else []
     if layers:  # accelerate would take the same default from the model; written out so the file says what ran
