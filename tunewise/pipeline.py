@@ -58,7 +58,8 @@ def estimate_stage(config: Config, run: RunDir) -> dict[str, Any] | None:
     memory = method["memory"]
     return {"time_s": method["time"]["total_s"], "peak_mb": memory["peak_mb"], "time_source": method["time"]["source"],
             "available_mb": report["hardware"]["available_mb"],
-            "peak_mb_with_checkpointing": None if memory.get("gradient_checkpointing") else memory.get("peak_mb_with_checkpointing")}
+            "peak_mb_with_checkpointing": None if memory.get("gradient_checkpointing") else memory.get("peak_mb_with_checkpointing"),
+            "checkpointing_automatic": config.training.gradient_checkpointing is None}
 
 
 def estimate_line(estimate: dict[str, Any]) -> str:
@@ -68,7 +69,9 @@ def estimate_line(estimate: dict[str, Any]) -> str:
     available, checkpointed = estimate.get("available_mb"), estimate.get("peak_mb_with_checkpointing")
     if available and estimate["peak_mb"] > 0.9 * available:
         line += _("; more than the {gb:.1f} GB available").format(gb=available / 1024)
-        if checkpointed:
+        if checkpointed and estimate.get("checkpointing_automatic"):
+            line += _(": training turns on gradient checkpointing by itself (~{gb:.1f} GB)").format(gb=checkpointed / 1024)
+        elif checkpointed:
             line += _(": training.gradient_checkpointing=true needs ~{gb:.1f} GB").format(gb=checkpointed / 1024)
     return line
 
