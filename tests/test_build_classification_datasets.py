@@ -46,3 +46,9 @@ def test_balanced_sample_is_seeded_deduplicated_and_equal_per_label() -> None:
     assert sorted(label for _, label in chosen).count("spam") == 15 and len(chosen) == 30
     assert len({text for text, _ in chosen}) == 30
     assert chosen == build.balanced(rows, 30, seed=3) and chosen != build.balanced(rows, 30, seed=4)
+
+
+def test_sms_reader_unquotes_csv_style_fields(tmp_path: Path) -> None:
+    path = tmp_path / "spam_collection.csv"
+    path.write_text('ham\t"Superb thought- ""Be grateful"" today."\nspam\tFree "prize" now\nother\tx\nham\t\n', encoding="utf-8")
+    assert build.sms_spam(path) == [('Superb thought- "Be grateful" today.', "ham"), ('Free "prize" now', "spam")]
