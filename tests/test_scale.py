@@ -35,6 +35,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import reversal_rows
 from tunewise.config import Config, ConfigError, config_from_dict
+from tunewise.rundir import last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "examples" / "cluster"
@@ -207,8 +208,10 @@ def test_slurm_job_on_two_nodes_loses_a_node_and_resumes(tiny_dir: Path, tmp_pat
     first_job: list[Any] = []
     try:
         deadline = time.time() + 300
+        # a complete checkpoint (its trainer_state.json readable: the Trainer writes it last), not one being
+        # written: a node lost in the middle of the first save leaves nothing to resume from
         while (job.poll() is None and time.time() < deadline
-               and not any((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))):
+               and last_checkpoint(run_dir / "checkpoints", warn=False) is None):
             time.sleep(0.02)
         node1 = Path(fake_slurm["FAKE_SRUN_PIDS"]) / "node-1.pid"
         assert job.poll() is None, "the job ended before a node could be lost: " + (job.stdout.read() if job.stdout else "")
@@ -221,12 +224,15 @@ def test_slurm_job_on_two_nodes_loses_a_node_and_resumes(tiny_dir: Path, tmp_pat
     # task dies, and node 0's worker would fail anyway as its connection to node 1 drops
     assert job.returncode != 0, output[-3000:]
     assert not (run_dir / "model").exists()
+    kept = last_checkpoint(run_dir / "checkpoints", warn=False)
+    assert kept is not None, "the lost job left no complete checkpoint: " + output[-3000:]
 
     # the job again (Slurm would requeue it): both nodes resume from the last complete checkpoint
     again = subprocess.run(script, env=fake_slurm, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-12000:] + again.stderr[-3000:]
     summary = json.loads((run_dir / "train_summary.json").read_text())
-    assert summary["resumed_from"] and summary["world_size"] == 2 and summary["steps"] == 30
+    assert summary["resumed_from"] and summary["world_size"] == 2 and summary["steps"] == 30, (
+        summary, kept, again.stdout[-6000:] + again.stderr[-2000:])
     ranks = [json.loads((run_dir / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # both nodes end with the same (gathered) weights
     assert len(list((run_dir / "checkpoints" / "checkpoint-30" / "pytorch_model_fsdp_0").glob("*.distcp"))) == 2
