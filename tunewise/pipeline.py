@@ -59,7 +59,8 @@ def estimate_stage(config: Config, run: RunDir) -> dict[str, Any] | None:
     return {"time_s": method["time"]["total_s"], "peak_mb": memory["peak_mb"], "time_source": method["time"]["source"],
             "available_mb": report["hardware"]["available_mb"],
             "peak_mb_with_checkpointing": None if memory.get("gradient_checkpointing") else memory.get("peak_mb_with_checkpointing"),
-            "checkpointing_automatic": config.training.gradient_checkpointing is None}
+            "checkpointing_automatic": config.training.gradient_checkpointing is None,
+            "memory": memory}  # the parts, which the automatic checkpointing choice reads (no second estimate)
 
 
 def estimate_line(estimate: dict[str, Any]) -> str:
@@ -161,9 +162,10 @@ def _run_stages(config: Config, run: RunDir, result: dict[str, Any], stage: Call
         notify(estimate_line(result["estimate"]))
     from tunewise.decide.estimate import checkpointing_choice
 
-    # training.gradient_checkpointing null: on when the estimate says the batch would not fit
-    result["train"] = stage("train", lambda: train_run(
-        config, run.root, checkpointing=checkpointing_choice(config, run.root)))
+    # training.gradient_checkpointing null: on when the estimate just printed says the batch would not fit
+    estimate = result["estimate"] or {}
+    result["train"] = stage("train", lambda: train_run(config, run.root, checkpointing=checkpointing_choice(
+        config, run.root, estimate.get("memory"), estimate.get("available_mb"))))
     notify(actual_line(result["estimate"], result["train"]))
     result["tuned"] = stage("eval tuned", lambda: evaluate_run(config, run.root, "tuned", progress=eval_progress))
     if config.eval.baseline:  # a comparison needs the baseline's predictions
