@@ -16,6 +16,14 @@ import torch
 MIN_SHARED_TOKENS = 8
 
 
+def cache_argument() -> str:
+    """The name forward/generate take a KV cache by: ``cache`` since transformers 5.2x (``past_key_values`` warns
+    there), ``past_key_values`` before."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
 def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     """Tokens every row starts with, leaving each row at least one token of its own (generate needs a last token)."""
     if not rows:
@@ -37,7 +45,7 @@ def supports_prefix_cache(model: Any) -> bool:
 
 
 def prefix_batch(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, Any] | None:
-    """Inputs for ``model.generate`` (``input_ids``, ``attention_mask``, ``past_key_values``) with the rows' shared
+    """Inputs for ``model.generate`` (``input_ids``, ``attention_mask`` and the cache, :func:`cache_argument`) with the rows' shared
     prefix computed once; None when they share fewer than :data:`MIN_SHARED_TOKENS` tokens."""
     from transformers import DynamicCache
 
@@ -47,8 +55,8 @@ def prefix_batch(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> dict
     device = next(model.parameters()).device
     prefix = torch.tensor([list(rows[0][:shared])], device=device)
     cache = DynamicCache(config=getattr(model, "config", None))
-    model(input_ids=prefix, attention_mask=torch.ones_like(prefix), past_key_values=cache, use_cache=True,
-          logits_to_keep=1)
+    model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1,
+          **{cache_argument(): cache})
     cache.batch_repeat_interleave(len(rows))
     width = max(len(r) for r in rows) - shared
     ids, mask = [], []
@@ -58,4 +66,4 @@ def prefix_batch(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> dict
         ids.append(list(r[:shared]) + [pad_id] * gap + suffix)
         mask.append([1] * shared + [0] * gap + [1] * len(suffix))
     return {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device),
-            "past_key_values": cache}
+            cache_argument(): cache}
