@@ -174,7 +174,9 @@ class PromptConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: Float = Field(1.0, gt=0, le=100_000)
+    epochs: Float | None = Field(
+        None, gt=0, le=100_000, description="Passes over the training data; null = automatic: a small data set gets "
+        "enough passes for about 200 optimizer steps (at most 3), a large one a single pass (tunewise/train/schedule.py).")
     max_steps: Int = Field(-1, le=10**9, description="Stop after this many optimizer steps; -1 means run the epochs.")
     per_device_train_batch_size: Int = Field(8, gt=0)
     per_device_eval_batch_size: Int = Field(16, gt=0)

@@ -144,7 +144,7 @@ def _setting_lines(config: Config, summary: dict[str, Any]) -> list[str]:
     steps = summary.get("steps")
     lines.append(f"- learning rate {t.learning_rate:g} ({t.lr_scheduler}, {t.warmup_steps} warm-up steps), batch "
                  f"{t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation, "
-                 + (f"{steps} steps ({summary.get('epochs')} epochs)" if steps else f"{t.epochs:g} epochs")
+                 + (f"{steps} steps ({summary.get('epochs')} epochs)" if steps else (f"{t.epochs:g} epochs" if t.epochs else "automatic epochs"))
                  + f", seed {t.seed}")
     lines.append(f"- examples up to {config.data.max_tokens} tokens; system prompt: "
                  + (f"`{config.data.system_prompt}`" if config.data.system_prompt else "none added"))

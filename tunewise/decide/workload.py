@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tunewise.config import Config
+from tunewise.train.schedule import planned_epochs
 
 Feature = dict[str, list[int]]
 
@@ -74,7 +75,8 @@ class Workload:
         """Optimizer steps of the whole run (``training.max_steps`` or ``training.epochs``)."""
         if config.training.max_steps > 0:
             return config.training.max_steps
-        return max(math.ceil(config.training.epochs * self.steps_per_epoch), 1)
+        epochs = planned_epochs(config.training, self.steps_per_epoch)["epochs"]  # training.epochs: null = automatic
+        return max(math.ceil(epochs * self.steps_per_epoch), 1)
 
     def summary(self) -> dict[str, Any]:
         peak = self.peak_batch

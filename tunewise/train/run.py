@@ -38,6 +38,7 @@ from tunewise.train.allocator import return_freed_memory_to_os, tuning_setting
 from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.distributed import check_same_inputs
 from tunewise.train.preflight import check_config
+from tunewise.train.schedule import resolve_epochs
 from tunewise.train.resume import (
     ResumeState,
     check_resume,
@@ -95,10 +96,13 @@ def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, prec
     # Trainer's own would add a redundant all-gather in backward, and transformers refuses both at once
     checkpointing = t.gradient_checkpointing and "fsdp" not in (engine or {})
     warmup: float = t.warmup_steps if t.warmup_steps else t.warmup_ratio
+    if t.epochs is None and t.max_steps <= 0:
+        raise ValueError("training.epochs is automatic (null): resolve it from the data first "
+                         "(tunewise.train.schedule.resolve_epochs), or set training.max_steps")
     eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
     return TrainingArguments(
         output_dir=str(output_dir),
-        num_train_epochs=t.epochs,
+        num_train_epochs=t.epochs or 1.0,  # with max_steps set, the Trainer ignores it
         max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
@@ -216,8 +220,11 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
 
     n_val = len(val_encoded)
     val_encoded = sample_for_evaluation(config, train_encoded, val_encoded)  # perf: training.eval_budget
-    fingerprinted = config  # resume compares the config as written (a null checkpointing stays null)
+    fingerprinted = config  # resume compares the config as written (a null checkpointing or epochs stays null)
     config, checkpoint_choice = resolve_checkpointing(config, checkpointing)
+    config, epochs_choice = resolve_epochs(config, len(train_encoded), int(os.environ.get("WORLD_SIZE", "1")))
+    if epochs_choice["source"] == "automatic" and config.training.max_steps <= 0:
+        log.info("epochs: %g (automatic): %s", epochs_choice["epochs"], epochs_choice["reason"])
     if checkpoint_choice["source"] == "automatic":  # one line; a warning when memory is tight
         on = [name for name, key in (("activation checkpointing", "on"), ("freed memory returned to the OS",
                                                                          "return_freed_memory")) if checkpoint_choice.get(key)]
@@ -291,6 +298,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "eval_sample_examples": len(val_encoded),  # evaluated during training (training.eval_budget)
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 4),
+        "epochs_planned": epochs_choice,
         "train_loss_mean": result.training_loss,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "min_train_loss": min(train_losses) if train_losses else None,

@@ -1,0 +1,74 @@
+"""training.epochs: null (the default) = automatic: small data sets get enough passes for about 200 steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.cli_processes import Zygote
+from tests.conftest import reversal_rows
+from tests.data_fixtures import write_jsonl
+from tunewise.config import config_from_dict
+from tunewise.train.schedule import MAX_EPOCHS, TARGET_STEPS, automatic_epochs, planned_epochs, resolve_epochs, steps_per_epoch
+
+
+def test_small_data_sets_get_more_passes_large_ones_one() -> None:
+    assert automatic_epochs(60) == MAX_EPOCHS  # 480 rows at batch 8: 3.3 passes wanted, 3 at most
+    assert automatic_epochs(100) == 2.0
+    assert automatic_epochs(71) == 2.9  # rounded up to a tenth: 2.9 x 71 = 206 steps >= 200
+    assert automatic_epochs(TARGET_STEPS) == 1.0
+    assert automatic_epochs(5000) == 1.0
+    assert automatic_epochs(1) == MAX_EPOCHS
+
+
+def test_steps_per_epoch_count_as_the_trainer_does() -> None:
+    training = config_from_dict({"training": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}}).training
+    assert steps_per_epoch(40, training) == 5
+    assert steps_per_epoch(41, training) == 6  # a last partial batch makes a step
+    assert steps_per_epoch(40, training, world_size=2) == 3  # 40 / (4 x 2) = 5 batches, accumulated by 2
+
+
+def test_written_epochs_win_and_the_choice_says_why() -> None:
+    written = config_from_dict({"training": {"epochs": 1.5}})
+    assert planned_epochs(written.training, 10) == {"epochs": 1.5, "source": "config", "reason": "training.epochs"}
+    config = config_from_dict({})
+    assert config.training.epochs is None
+    resolved, choice = resolve_epochs(config, examples=480)
+    assert resolved.training.epochs == 3.0 and choice["source"] == "automatic"
+    assert "60 steps per epoch" in choice["reason"]
+    assert config.training.epochs is None, "the config as written is not changed (the run's fingerprint keeps null)"
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
+    z = Zygote(tmp_path_factory.mktemp("zygote"))
+    yield z
+    z.close()
+
+
+def test_cli_estimate_and_training_agree_on_the_automatic_epochs(zygote: Zygote, tiny_dir: Path, tmp_path: Path) -> None:
+    """Through the command line: 32 training rows at batch 8 are 4 steps per pass, so the run makes 3 passes (12
+    steps); the estimate plans the same steps, training says why, and train_summary.json records the choice."""
+    data = write_jsonl(tmp_path / "rows.jsonl", reversal_rows(40, seed=3))
+    config = {"name": "auto", "output_dir": str(tmp_path / "runs"), "model": str(tiny_dir), "method": "lora",
+              "data": {"path": str(data), "split": {"train": 0.8, "val": 0.1, "test": 0.1}},
+              "training": {"save_steps": 1000}, "monitor": {"live": "off", "plots": False}}
+    path = tmp_path / "auto.yaml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    run = tmp_path / "runs" / "auto"
+
+    prepared = zygote.run("data", "prepare", str(path), "--no-progress", cwd=tmp_path)
+    assert prepared.code == 0, prepared.stderr
+    estimated = zygote.run("estimate", str(path), "--methods", "lora", "--no-calibrate", cwd=tmp_path)
+    assert estimated.code == 0, estimated.stderr
+    planned = json.loads((run / "estimate.json").read_text())["methods"]["lora"]["time"]["total_steps"]
+    trained = zygote.run("train", str(path), cwd=tmp_path)
+    assert trained.code == 0, trained.stderr
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["epochs_planned"]["source"] == "automatic" and summary["epochs_planned"]["epochs"] == 3.0
+    assert summary["steps"] == planned == 12, (summary["steps"], planned)
+    assert summary["epochs"] == pytest.approx(3.0)
+    assert "epochs: 3 (automatic): 4 steps per epoch: 3 epochs at most" in trained.stdout + trained.stderr
