@@ -186,11 +186,11 @@ def train(
             guarded(lambda: held.enter_context(writing_run(run_dir.root, "train")))
         quiet_libraries()
         if how.distributed:
-            from tunewise.lm.device import resolve_precision
+            from tunewise.lm.device import precision_for
             from tunewise.train.distributed import DistributedTrainingFailed, launch
             from tunewise.train.sharding import engine_of
 
-            on_cpu = resolve_precision(cfg.training.bf16, cfg.training.fp16).device == "cpu"
+            on_cpu = precision_for(cfg).device == "cpu"
             started = time.time()
             try:
                 launch(run_dir.root, how, resume=resume, overrides=overrides or [],

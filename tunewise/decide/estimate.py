@@ -422,12 +422,12 @@ def estimate_method(
     from tunewise.decide import footprint
     from tunewise.decide.workload import build_workload, for_method
     from tunewise.lm.adapters import get_method
-    from tunewise.lm.device import resolve_precision
+    from tunewise.lm.device import precision_for
 
     say = progress or (lambda message: None)
     cfg = footprint.method_config(config, method)
     workload = for_method(workload, cfg, method)
-    precision = resolve_precision(cfg.training.bf16, cfg.training.fp16)
+    precision = precision_for(cfg)
     device = precision.device
     dtype = precision.dtype if get_method(method).saves_adapter else torch.float32
     say(f"{method}: building the model on the meta device")
@@ -509,7 +509,7 @@ def estimate_run(
     from tunewise.decide.calibrate import runtime_baseline
     from tunewise.decide.workload import workload_from_run
     from tunewise.lm.adapters import get_method
-    from tunewise.lm.device import describe_device, resolve_precision
+    from tunewise.lm.device import describe_device, precision_for
     from tunewise.rundir import atomic_write_json
 
     say = progress or (lambda message: None)
@@ -520,7 +520,7 @@ def estimate_run(
     if workload is None:
         say("reading the prepared data")
         workload, records, val_records = workload_from_run(config, run_dir)
-    precision = resolve_precision(config.training.bf16, config.training.fp16)
+    precision = precision_for(config)
     hardware = available_memory(precision.device)
     runtime_mb, runtime_source, first_plot_s = 0.0, "not counted on CUDA (allocated tensor memory)", 0.0
     if precision.device == "cpu" or calibrate:

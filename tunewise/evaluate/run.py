@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 from tunewise.config import Config
 from tunewise.example import Example
-from tunewise.lm.device import resolve_precision
+from tunewise.lm.device import precision_for
 from tunewise.lm.generate import generate
 from tunewise.lm.loading import classify, load_model, load_source, load_tokenizer
 from tunewise.rundir import (
@@ -227,7 +227,7 @@ def evaluate_run(
         raise ValueError(f"{run.split(split)} has no example with an assistant answer to evaluate against")
 
     labels = run_labels(run)
-    precision = resolve_precision(config.training.bf16, config.training.fp16)
+    precision = precision_for(config)
     model, tokenizer = load_for_eval(config, which, run, device=precision.device, dtype=precision.dtype)
     settings = dict(max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
                     max_tokens=config.data.max_tokens, progress=progress, labels=labels,

@@ -1,16 +1,19 @@
-"""Device and precision chosen for the machine: bf16/fp16 on CUDA, fp32 on CPU unless bf16 is asked for.
+"""Device and precision chosen for the machine: bf16 (else fp16) on CUDA; on a CPU, bf16 where it multiplies bf16
+natively (``avx512_bf16`` or AMX), else fp32.
 
-On a CPU, bf16 autocast can pay only where the CPU multiplies bf16 natively (``avx512_bf16`` or AMX); elsewhere it is
-emulated and measured no faster (FIELD-NOTES). Its speed on such a CPU has not been measured (no machine this project
-is built on has the units), so the automatic choice stays fp32 on every CPU and a run's numbers do not depend on the
-CPU it runs on: ``training.bf16: true`` (or ``TUNEWISE_CPU_BF16=1`` for every run) turns it on; :func:`cpu_has_bf16`
-tells ``tunewise doctor`` and the device line whether it could pay here.
+On such a CPU, bf16 autocast trained the long-row benchmark at 1.92x a plain fp32 recipe's tokens per CPU second with
+the same eval loss to 4 digits (docs/performance.md, measured on a Xeon with AMX); elsewhere bf16 is emulated and
+measured no faster (FIELD-NOTES), so those CPUs stay in fp32. A quantized base (QLoRA) stays in fp32 compute on a CPU
+unless bf16 is asked for: its gradient check (tunewise/train/verify_quantized.py) was measured in fp32.
+``training.bf16: true | false`` decides for one run, ``TUNEWISE_CPU_BF16=1 | 0`` for every run (the test suite pins 0,
+and tests/test_memory_precision.py forces both paths).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -58,11 +61,21 @@ def cpu_has_bf16() -> bool:
     return "AMX" in str(capability).upper()
 
 
-def resolve_precision(bf16: bool | None = None, fp16: bool | None = None, device: str | None = None) -> Precision:
+def cpu_bf16_automatic(quantized: bool = False) -> bool:
+    """The automatic CPU choice: ``TUNEWISE_CPU_BF16`` (1 or 0) if set, else bf16 where the CPU has bf16 units and the
+    base is not quantized (module docstring)."""
+    forced = os.environ.get("TUNEWISE_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return not quantized and cpu_has_bf16()
+
+
+def resolve_precision(bf16: bool | None = None, fp16: bool | None = None, device: str | None = None, *,
+                      quantized: bool = False) -> Precision:
     """Fill in automatic (``None``) precision settings; refuse combinations the device can't run.
 
-    Automatic: bf16 on a CUDA GPU that has it (else fp16); fp32 on a CPU, unless ``TUNEWISE_CPU_BF16=1`` asks for
-    bf16 autocast there (module docstring)."""
+    Automatic: bf16 on a CUDA GPU that has it (else fp16); on a CPU :func:`cpu_bf16_automatic` (``quantized``: the
+    base is loaded in 4 or 8 bits)."""
     device = device or pick_device()
     cuda = device.startswith("cuda")
     bf16_ok = cuda and torch.cuda.is_bf16_supported()
@@ -76,7 +89,7 @@ def resolve_precision(bf16: bool | None = None, fp16: bool | None = None, device
         if cuda:
             bf16, fp16 = bf16_ok, not bf16_ok
         else:
-            bf16, fp16 = device == "cpu" and os.environ.get("TUNEWISE_CPU_BF16", "").strip() == "1", False
+            bf16, fp16 = device == "cpu" and cpu_bf16_automatic(quantized), False
     # bf16 on any CPU is allowed when asked for (autocast works; without bf16 units it is emulated, measured no faster)
     return Precision(device=device, bf16=bool(bf16), fp16=bool(fp16))
 
@@ -85,5 +98,10 @@ def describe_device(device: str | None = None) -> str:
     device = device or pick_device()
     if device.startswith("cuda"):
         return f"cuda ({torch.cuda.get_device_name(0)})"
-    bf16 = ", bf16 matmul units: training.bf16=true may be faster, unmeasured" if device == "cpu" and cpu_has_bf16() else ""
+    bf16 = ", bf16 matmul units: bf16 autocast by default" if device == "cpu" and cpu_has_bf16() else ""
     return f"{device} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads{bf16})"
+
+
+def precision_for(config: Any) -> Precision:
+    """The precision a run of ``config`` trains and evaluates in (training.bf16 / fp16, the base quantized or not)."""
+    return resolve_precision(config.training.bf16, config.training.fp16, quantized=config.quantization is not None)
