@@ -218,3 +218,19 @@ def test_no_step_computes_the_vocabulary_at_every_position(tiny_tokenizer: Any, 
     assert sum(n for training, _, n in rows if training) == trained
     # the in-training evaluation at the end of the epoch, then evaluate(): prediction_step, sparse as well
     assert sum(n for training, _, n in rows if not training) == 2 * trained
+
+
+def test_the_estimate_counts_onednn_s_cache_under_cpu_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU bf16 autocast keeps ~700 MiB of oneDNN primitives (measured); the estimate adds it only there."""
+    from tunewise.config import config_from_dict
+    from tunewise.decide.estimate import CPU_BF16_KERNEL_CACHE, Memory, cpu_kernel_cache_bytes
+
+    config = config_from_dict({})
+    monkeypatch.setenv("TUNEWISE_CPU_BF16", "1")
+    assert cpu_kernel_cache_bytes(config, "cpu") == CPU_BF16_KERNEL_CACHE
+    assert cpu_kernel_cache_bytes(config, "cuda") == 0
+    monkeypatch.setenv("TUNEWISE_CPU_BF16", "0")
+    assert cpu_kernel_cache_bytes(config, "cpu") == 0
+    parts = dict(runtime=1, weights=2, gradients=3, optimizer=4, optimizer_step_temp=5, activations=6,
+                 activations_checkpointed=1, logits=7, factor=2.0)
+    assert Memory(**parts, kernel_cache=100).peak() - Memory(**parts).peak() == 100

@@ -89,7 +89,13 @@ def reload_standard(config: Any, run_dir: Path, tiny_dir: Path) -> tuple[Any, An
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32)
         )
         kwargs["device_map"] = {"": "cpu"}
-    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir, **kwargs), model_dir), tokenizer
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir, **kwargs)
+    # on a CPU with avx512_bf16, bitsandbytes' own eval-mode repacking crashes on the tiny model's 144-wide layers
+    # (tunewise/lm/bnb_cpu.py): the one call a user of plain transformers + bitsandbytes needs there as well
+    from tunewise.lm.bnb_cpu import keep_off_packed_cpu_kernel
+
+    keep_off_packed_cpu_kernel(base)
+    return PeftModel.from_pretrained(base, model_dir), tokenizer
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -65,6 +65,11 @@ CPU_RETURNED_FACTOR = 1.25
 """The same with freed blocks returned to the OS (tunewise/train/allocator.py): measured 1.22 on SmolLM2-135M, batch 8
 of 200-400-token rows (benchmarks/memory_profile.py)."""
 CUDA_ACTIVATION_FACTOR = 1.0
+CPU_BF16_KERNEL_CACHE = 700 * 2**20
+"""CPU bf16 autocast: oneDNN keeps a primitive, with its AMX-reordered weights, per matmul shape it has seen (up to
+1,024 by default); with packing the shapes vary by batch and the cache grows over the run. Measured on SmolLM2-135M
+(sms_spam, 80 steps, two runs side by side): peak 3,201 MiB against 2,515 MiB with ONEDNN_PRIMITIVE_CACHE_CAPACITY=16
+(which cost 44% more time), so ~700 MiB (docs/performance.md)."""
 FLOPS_EFFICIENCY = {"cpu": 0.55, "cuda": 0.35}
 """Share of the measured matmul throughput training reaches, for the FLOPs fallback. CPU: measured 0.57 (full) and
 0.65 (LoRA) on SmolLM2-135M with one thread (a tiny model is dominated by per-step overhead FLOPs do not see); CUDA:
@@ -93,13 +98,14 @@ class Memory:
     adapters: int = 0  # adapter parameters (part of weights)
     quantized: int = 0  # quantized weights of QLoRA (part of weights)
     gathered: int = 0  # sharded (fsdp/zero3): units held whole during backward, beyond the device's own shards
+    kernel_cache: int = 0  # CPU bf16: oneDNN's primitive cache (CPU_BF16_KERNEL_CACHE)
     returned_factor: float | None = None  # CPU: the factor with freed blocks returned to the OS (None: no such choice)
 
     def peak(self, gradient_checkpointing: bool | None = None, factor: float | None = None) -> int:
         ckpt = self.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
         acts = self.activations_checkpointed if ckpt else self.activations
         factor = self.factor if factor is None else factor
-        resident = self.runtime + self.weights + self.mapped_checkpoint + self.optimizer
+        resident = self.runtime + self.weights + self.mapped_checkpoint + self.optimizer + self.kernel_cache
         backward = resident + self.gathered + max(self.gradients + acts + self.logits, factor * (acts + self.logits))
         step = resident + self.gradients + self.optimizer_step_temp
         return int(max(backward, step))
@@ -120,7 +126,7 @@ class Memory:
                 "optimizer_step_temporary": mb(self.optimizer_step_temp), "activations": mb(self.activations),
                 "activations_checkpointed": mb(self.activations_checkpointed), "logits": mb(self.logits),
                 "adapters_in_weights": mb(self.adapters), "quantized_in_weights": mb(self.quantized),
-                "gathered_units": mb(self.gathered),
+                "gathered_units": mb(self.gathered), "cpu_bf16_kernel_cache": mb(self.kernel_cache),
             },
             "activation_factor": self.factor,
         }
@@ -239,7 +245,15 @@ def estimate_memory(config: Config, parameters: Parameters, acts: Activations, *
         gradient_checkpointing=bool(config.training.gradient_checkpointing),  # null (automatic): estimated without
         adapters=parameters.trainable_bytes if get_method(config.method).saves_adapter else 0,
         quantized=parameters.quantized_bytes,
+        kernel_cache=cpu_kernel_cache_bytes(config, device),
     )
+
+
+def cpu_kernel_cache_bytes(config: Config, device: str) -> int:
+    """Memory oneDNN's primitive cache takes under CPU bf16 autocast (:data:`CPU_BF16_KERNEL_CACHE`), else 0."""
+    from tunewise.lm.device import precision_for
+
+    return CPU_BF16_KERNEL_CACHE if device == "cpu" and precision_for(config).bf16 else 0
 
 
 SHARDING_ENGINES = ("fsdp", "zero2", "zero3")
