@@ -12,7 +12,7 @@ Printed: requests/s, median and p95 latency, the batch sizes the server ran, and
 concurrent-with-batching / one-at-a-time (target >= 3x) and p95 concurrent / median single (target <= 2x). Every
 answer of the concurrent runs is checked against the single run's answer to the same prompt. Order A B B A.
 
-    OMP_NUM_THREADS=1 python benchmarks/serve_batching.py [--model smollm2-135m] [--clients 8] [--requests 4]
+    OMP_NUM_THREADS=1 python benchmarks/serve_batching.py [--model smollm2-135m] [--clients 8] [--requests 4] [--bf16]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def serve_child(model: str, max_batch: int, wait_ms: float) -> None:
+def serve_child(model: str, max_batch: int, wait_ms: float, bf16: bool = False) -> None:
     """Run a server and print its URL; exit when stdin closes. Prints the batch sizes it ran at the end."""
     import tempfile
 
@@ -41,7 +41,9 @@ def serve_child(model: str, max_batch: int, wait_ms: float) -> None:
     from tunewise.serve.server import BackgroundServer
     from tunewise.serve.variants import load_variants
 
-    variants = load_variants([resolve_model(model)])
+    import torch
+
+    variants = load_variants([resolve_model(model)], dtype=torch.bfloat16 if bf16 else torch.float32)
     server = Server(variants, tempfile.mkdtemp(), max_tokens=256, max_batch=max_batch, batch_wait_s=wait_ms / 1000)
     with BackgroundServer(create_app(server)) as background:
         name = next(iter(variants))
@@ -89,7 +91,7 @@ def drive(url: str, model: str, work: list[list[list[dict]]], max_tokens: int) -
 def measure(args: argparse.Namespace, max_batch: int, clients: int, convs: list) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(ROOT)}
     child = subprocess.Popen([sys.executable, __file__, "--serve-child", "--model", args.model, "--max-batch",
-                              str(max_batch), "--wait-ms", str(args.wait_ms)], stdin=subprocess.PIPE,
+                              str(max_batch), "--wait-ms", str(args.wait_ms)] + (["--bf16"] if args.bf16 else []), stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     info = json.loads(child.stdout.readline())
     url = info["url"] + ("" if info["url"].endswith("/v1") else "/v1")
@@ -116,11 +118,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--wait-ms", type=float, default=20.0)
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "serve_batching.json"))
+    parser.add_argument("--bf16", action="store_true", help="serve in bf16 (tunewise serve --bf16)")
     parser.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--max-batch", type=int, default=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_child:
-        serve_child(args.model, args.max_batch, args.wait_ms)
+        serve_child(args.model, args.max_batch, args.wait_ms, bf16=args.bf16)
         return
     convs = prompts(args.clients * args.requests)
     runs = {}

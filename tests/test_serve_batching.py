@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import openai
 import pytest
+import torch
 
 from tunewise.serve.batching import batcher_for
 
@@ -104,5 +105,10 @@ def test_the_command_line_sets_the_batching(tiny_dir: Path, monkeypatch: pytest.
     assert (started[-1].max_batch, started[-1].batch_wait_s) == (3, 0.005)
     done = CliRunner().invoke(app, ["serve", str(tiny_dir)])
     assert (started[-1].max_batch, started[-1].batch_wait_s) == (batching.MAX_BATCH, batching.WAIT_S)
+    dtypes = lambda: {p.dtype for v in started[-1].variants.values() for p in v.model.parameters()}  # noqa: E731
+    assert dtypes() == {torch.float32}, "fp32 by default: batched greedy answers equal one request at a time"
+    done = CliRunner().invoke(app, ["serve", str(tiny_dir), "--bf16"])
+    assert done.exit_code == 0, done.output
+    assert dtypes() == {torch.bfloat16}
     bad = CliRunner().invoke(app, ["serve", str(tiny_dir), "--max-batch", "0"])
     assert bad.exit_code == 2 and "--max-batch must be at least 1" in bad.output

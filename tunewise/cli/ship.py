@@ -170,6 +170,9 @@ def serve_command(
     max_batch: int = typer.Option(8, "--max-batch", help="Most concurrent greedy requests generated as one batch (1 = no batching)"),
     batch_wait_ms: float = typer.Option(20.0, "--batch-wait-ms",
                                         help="How long a request waits for others to join its batch, in milliseconds"),
+    bf16: bool = typer.Option(False, "--bf16", help="Serve in bf16: much faster batches on CPUs with bf16 units (AMX) "
+                              "and on GPUs, but a greedy answer may then differ with the batch it ran in (fp32 default: "
+                              "identical to one request at a time)"),
 ) -> None:
     """OpenAI-compatible server (/v1/models, /v1/chat/completions, /v1/completions) with A/B split and logs."""
     cli = _cli()
@@ -183,7 +186,10 @@ def serve_command(
         cli.fail(f"--max-body-mb must be above 0, got {max_body_mb}")
     if max_batch < 1 or batch_wait_ms < 0:
         cli.fail(f"--max-batch must be at least 1 and --batch-wait-ms at least 0, got {max_batch} and {batch_wait_ms}")
-    variants = cli.guarded(lambda: load_variants(targets, include_base=base, allow_pickle=allow_pickle))
+    import torch
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    variants = cli.guarded(lambda: load_variants(targets, include_base=base, allow_pickle=allow_pickle, dtype=dtype))
     weights = cli.guarded(lambda: parse_split(split)) if split else {name: 1.0 for name in variants}
     traffic = cli.guarded(lambda: TrafficSplit(weights, name=ab_name, seed=seed)) if len(weights) > 1 else None
     logs = log_dir or targets[0] / "serve" / "logs"

@@ -80,13 +80,15 @@ def export_problem(path: str | Path) -> str | None:
     return None
 
 
-def load_exported(path: str | Path, *, device: str = "cpu", trust_remote_code: bool = False) -> Any:
+def load_exported(path: str | Path, *, device: str = "cpu", trust_remote_code: bool = False,
+                  dtype: torch.dtype | None = None) -> Any:
     """A merged or quantized export, from safetensors only (a pickle checkpoint is refused), loaded through
     :func:`tunewise.models.load_model` (so a 4-bit export stays off bitsandbytes' packed CPU kernel). An incomplete
     folder (:func:`export_problem`) raises FileNotFoundError saying how to make it again.
 
     Quantized exports carry their ``quantization_config`` in config.json; loading them needs the library that made
-    them (torchao or bitsandbytes: ``pip install 'tunewise[quant]'``).
+    them (torchao or bitsandbytes: ``pip install 'tunewise[quant]'``). ``dtype``: None = fp32 on a CPU, the saved
+    dtype elsewhere.
     """
     from tunewise.lm.loading import load_model
 
@@ -97,7 +99,7 @@ def load_exported(path: str | Path, *, device: str = "cpu", trust_remote_code: b
     quiet_quantization_warnings()
     try:
         model = load_model(str(path), device=device, trust_remote_code=trust_remote_code,
-                           dtype=torch.float32 if device == "cpu" else "auto")
+                           dtype=dtype or (torch.float32 if device == "cpu" else "auto"))
     except ImportError as exc:
         raise ImportError(f"loading {path} needs a quantization library: {exc}; install it with "
                           "`pip install 'tunewise[quant]'`") from exc

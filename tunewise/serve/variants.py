@@ -113,7 +113,7 @@ def load_variants(
         trc = source.trust_remote_code
         if not source.is_adapter:
             name = _unique(source.name, taken)
-            variants[name] = Variant(name, load_exported(source.path, device=device, trust_remote_code=trc),
+            variants[name] = Variant(name, load_exported(source.path, device=device, trust_remote_code=trc, dtype=dtype),
                                      load_tokenizer(source.path, trust_remote_code=trc), source.path)
         else:
             check_adapter_files(Path(source.path), allow_pickle=allow_pickle)
