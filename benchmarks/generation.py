@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bf16", action="store_true", help="load the model in bf16 (what evaluation uses on a CPU with bf16 units)")
     args = parser.parse_args()
 
     import os
@@ -59,7 +60,7 @@ def main() -> None:
     from tunewise.lm.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model)
+    model = load_model(args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32)
     for shape in ([None] if args.data else args.shapes.split(",")):
         conversations = _conversations(args.data, args.n, args.model, shape)
         generate(model, tokenizer, conversations[:2], max_new_tokens=2, batch_size=2)  # warm-up
