@@ -5,6 +5,7 @@ with bf16 matmul units (the detection forced on and off)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,14 @@ def test_cpu_precision_is_bf16_where_the_cpu_has_bf16_units(monkeypatch: pytest.
     assert not resolve_precision(device="cpu", quantized=True).bf16, "a quantized base keeps fp32 compute"
     assert precision_for(config_from_dict({})).bf16 is expected
     assert not precision_for(config_from_dict({"method": "qlora", "quantization": {"bits": 4}})).bf16
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    resolve_precision(bf16=False, device="cpu")
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ, "fp32 leaves oneDNN as it is"
+    resolve_precision(bf16=True, device="cpu")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == device_module.ONEDNN_CACHE_CAPACITY  # bf16 caps its cache
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
+    resolve_precision(bf16=True, device="cpu")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "512", "a capacity the user set wins"
     assert resolve_precision(bf16=False, device="cpu").dtype == torch.float32  # training.bf16: false wins
     assert resolve_precision(bf16=True, device="cpu").bf16  # and true works on any CPU (emulated where no units)
     for forced, want in (("1", True), ("0", False)):  # every run, through the environment (the suite pins 0)

@@ -65,11 +65,12 @@ CPU_RETURNED_FACTOR = 1.25
 """The same with freed blocks returned to the OS (tunewise/train/allocator.py): measured 1.22 on SmolLM2-135M, batch 8
 of 200-400-token rows (benchmarks/memory_profile.py)."""
 CUDA_ACTIVATION_FACTOR = 1.0
-CPU_BF16_KERNEL_CACHE = 700 * 2**20
-"""CPU bf16 autocast: oneDNN keeps a primitive, with its AMX-reordered weights, per matmul shape it has seen (up to
-1,024 by default); with packing the shapes vary by batch and the cache grows over the run. Measured on SmolLM2-135M
-(sms_spam, 80 steps, two runs side by side): peak 3,201 MiB against 2,515 MiB with ONEDNN_PRIMITIVE_CACHE_CAPACITY=16
-(which cost 44% more time), so ~700 MiB (docs/performance.md)."""
+CPU_BF16_KERNEL_CACHE = 350 * 2**20
+"""CPU bf16 autocast: oneDNN keeps a primitive, with its AMX-reordered weights, per matmul shape it has seen; with
+packing the shapes vary by batch and the cache grows over the run. tunewise caps it at 64 primitives
+(tunewise/lm/device.py). Measured on SmolLM2-135M, 80 steps of sms_spam: peak 3,200 MiB uncapped, 2,631-2,660 MiB
+capped at 64, 2,515 MiB at 16; on convention_speeches (uncapped) the peak was ~870 MiB above the estimate's other
+parts. 350 MiB is what is left with the cap, on the safe side (docs/performance.md)."""
 FLOPS_EFFICIENCY = {"cpu": 0.55, "cuda": 0.35}
 """Share of the measured matmul throughput training reaches, for the FLOPs fallback. CPU: measured 0.57 (full) and
 0.65 (LoRA) on SmolLM2-135M with one thread (a tiny model is dominated by per-step overhead FLOPs do not see); CUDA:
