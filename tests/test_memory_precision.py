@@ -243,3 +243,14 @@ def test_the_estimate_counts_onednn_s_cache_under_cpu_bf16(monkeypatch: pytest.M
     parts = dict(runtime=1, weights=2, gradients=3, optimizer=4, optimizer_step_temp=5, activations=6,
                  activations_checkpointed=1, logits=7, factor=2.0)
     assert Memory(**parts, kernel_cache=100).peak() - Memory(**parts).peak() == 100
+
+
+def test_evaluation_is_fp32_on_a_cpu_whatever_training_uses() -> None:
+    """CPU evaluation stays fp32 (batch-invariant answers; bf16 label ranking measured 2-4x slower); a GPU evaluates in
+    its training precision."""
+    from tunewise.lm.device import Precision, evaluation_dtype
+
+    assert evaluation_dtype(Precision(device="cpu", bf16=True, fp16=False)) == torch.float32
+    assert evaluation_dtype(Precision(device="cpu", bf16=False, fp16=False)) == torch.float32
+    assert evaluation_dtype(Precision(device="cuda", bf16=True, fp16=False)) == torch.bfloat16
+    assert evaluation_dtype(Precision(device="cuda", bf16=False, fp16=True)) == torch.float16

@@ -414,7 +414,7 @@ def advise_run(
     from tunewise.decide.baseline import choose_sample, instruction, measure_prompting
     from tunewise.decide.estimate import DEFAULT_METHODS, estimate_run
     from tunewise.evaluate.run import load_for_eval
-    from tunewise.lm.device import precision_for
+    from tunewise.lm.device import evaluation_dtype, precision_for
     from tunewise.rundir import RunDir, atomic_write_json
 
     d = config.decide
@@ -446,7 +446,7 @@ def advise_run(
     metric = config.eval.metrics[0]
     say(_("loading the base model to measure prompting on {sample_size} rows").format(sample_size=sample_size))
     precision = precision_for(config)
-    model, tokenizer = load_for_eval(config, "base", run, device=precision.device, dtype=precision.dtype)
+    model, tokenizer = load_for_eval(config, "base", run, device=precision.device, dtype=evaluation_dtype(precision))
     sample = choose_sample(train, val, size=sample_size, shots=shots, seed=config.training.seed, labels=info.labels)
     text = instruction(info.task, info.labels, strict, info.json_answers)
     say(_("generating zero-shot and few-shot answers"))

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 from tunewise.config import Config
 from tunewise.example import Example
-from tunewise.lm.device import precision_for
+from tunewise.lm.device import evaluation_dtype, precision_for
 from tunewise.lm.generate import generate
 from tunewise.lm.loading import classify, load_model, load_source, load_tokenizer
 from tunewise.rundir import (
@@ -228,7 +228,7 @@ def evaluate_run(
 
     labels = run_labels(run)
     precision = precision_for(config)
-    model, tokenizer = load_for_eval(config, which, run, device=precision.device, dtype=precision.dtype)
+    model, tokenizer = load_for_eval(config, which, run, device=precision.device, dtype=evaluation_dtype(precision))
     settings = dict(max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
                     max_tokens=config.data.max_tokens, progress=progress, labels=labels,
                     constrained=config.eval.constrained)  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 from tunewise.evaluate.run import evaluate_examples, write_eval
 from tunewise.example import Example
-from tunewise.lm.device import resolve_precision
+from tunewise.lm.device import evaluation_dtype, resolve_precision
 from tunewise.lm.loading import classify, load_source
 from tunewise.rundir import RunDir
 
@@ -75,7 +75,8 @@ def evaluate_model(
     examples = read_examples(data, max_examples)
 
     precision = resolve_precision()
-    loaded, tokenizer = load_source(source, device=precision.device, dtype=precision.dtype, trust_remote_code=trust_remote_code)
+    loaded, tokenizer = load_source(source, device=precision.device, dtype=evaluation_dtype(precision),
+                                    trust_remote_code=trust_remote_code)
     records, scored = evaluate_examples(
         loaded, tokenizer, examples, metrics,
         max_new_tokens=max_new_tokens or (eval_cfg.max_new_tokens if eval_cfg else 64),

@@ -119,3 +119,13 @@ def describe_device(device: str | None = None) -> str:
 def precision_for(config: Any) -> Precision:
     """The precision a run of ``config`` trains and evaluates in (training.bf16 / fp16, the base quantized or not)."""
     return resolve_precision(config.training.bf16, config.training.fp16, quantized=config.quantization is not None)
+
+
+def evaluation_dtype(precision: Precision) -> torch.dtype:
+    """The dtype evaluation loads a model in: the training precision on a GPU, fp32 on a CPU whatever training used.
+
+    Measured on a CPU with AMX (docs/performance.md): bf16 made batched generation faster but label ranking 2-4x
+    slower (the quickstart's base evaluation 201 s against 74 s in fp32), and 2-4 of 16 greedy answers then depend on
+    the batch a prompt ran in; fp32 answers are batch-invariant, so an evaluation's numbers do not move with
+    ``eval.batch_size``."""
+    return torch.float32 if precision.device == "cpu" else precision.dtype
