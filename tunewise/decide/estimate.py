@@ -52,6 +52,7 @@ from tunewise.config import Config
 from tunewise.decide.calibrate import Calibration
 from tunewise.decide.footprint import Activations, Parameters, ShardUnits
 from tunewise.decide.workload import Workload
+from tunewise.lm.device import describe_device, precision_for
 from tunewise.objectives import Objective, get_objective
 from tunewise.rundir import RunDir
 
@@ -252,8 +253,6 @@ def estimate_memory(config: Config, parameters: Parameters, acts: Activations, *
 
 def cpu_kernel_cache_bytes(config: Config, device: str) -> int:
     """Memory oneDNN's primitive cache takes under CPU bf16 autocast (:data:`CPU_BF16_KERNEL_CACHE`), else 0."""
-    from tunewise.lm.device import precision_for
-
     return CPU_BF16_KERNEL_CACHE if device == "cpu" and precision_for(config).bf16 else 0
 
 
@@ -437,7 +436,6 @@ def estimate_method(
     from tunewise.decide import footprint
     from tunewise.decide.workload import build_workload, for_method
     from tunewise.lm.adapters import get_method
-    from tunewise.lm.device import precision_for
 
     say = progress or (lambda message: None)
     cfg = footprint.method_config(config, method)
@@ -524,7 +522,6 @@ def estimate_run(
     from tunewise.decide.calibrate import runtime_baseline
     from tunewise.decide.workload import workload_from_run
     from tunewise.lm.adapters import get_method
-    from tunewise.lm.device import describe_device, precision_for
     from tunewise.rundir import atomic_write_json
 
     say = progress or (lambda message: None)

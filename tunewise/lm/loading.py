@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from tunewise.config import Config
+from tunewise.lm.device import precision_for
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,6 @@ def load_for_training(config: Config, method: Any) -> tuple[Any, Any, torch.dtyp
     """The base model on its device, prepared for ``method`` (adapters added, base frozen, k-bit prepared); returns
     (model, precision, dtype). LoRA-style methods keep the frozen base in the half-precision dtype on GPU; full
     fine-tuning keeps fp32 master weights and trains under autocast."""
-    from tunewise.lm.device import precision_for
 
     precision = precision_for(config)
     dtype = precision.dtype if method.saves_adapter else torch.float32

@@ -187,7 +187,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     if resume and checkpoint is None:
         log.warning("no checkpoint in %s: training from the start", run.checkpoints)
     # before anything slow: what can't work on this model or data, and a changed config or dataset on resume
-    check_config(config, run, data_paths=False, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    check_config(config, run, data_paths=False, world_size=world_size)
     if checkpoint is not None:
         check_resume(config, run)
         if is_main_process():
@@ -222,7 +223,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     val_encoded = sample_for_evaluation(config, train_encoded, val_encoded)  # perf: training.eval_budget
     fingerprinted = config  # resume compares the config as written (a null checkpointing or epochs stays null)
     config, checkpoint_choice = resolve_checkpointing(config, checkpointing)
-    config, epochs_choice = resolve_epochs(config, len(train_encoded), int(os.environ.get("WORLD_SIZE", "1")))
+    config, epochs_choice = resolve_epochs(config, len(train_encoded), world_size)
     if epochs_choice["source"] == "automatic" and config.training.max_steps <= 0:
         log.info("epochs: %g (automatic): %s", epochs_choice["epochs"], epochs_choice["reason"])
     if checkpoint_choice["source"] == "automatic":  # one line; a warning when memory is tight
