@@ -203,16 +203,23 @@ def test_slurm_job_on_two_nodes_loses_a_node_and_resumes(tiny_dir: Path, tmp_pat
     config = scale_run(tiny_dir, tmp_path, "slurm", rows=960, max_steps=30, eval_steps=15, sharding="fsdp")
     run_dir = Path(config.run_dir)
     script = [str(CLUSTER / "train.sbatch"), str(run_dir)]
-    job = subprocess.Popen(script, env=fake_slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           start_new_session=True)
-    first_job: list[Any] = []
-    try:
+    for start in range(2):
+        job = subprocess.Popen(script, env=fake_slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+        first_job: list[Any] = []
         deadline = time.time() + 300
         # a complete checkpoint (its trainer_state.json readable: the Trainer writes it last), not one being
         # written: a node lost in the middle of the first save leaves nothing to resume from
         while (job.poll() is None and time.time() < deadline
                and last_checkpoint(run_dir / "checkpoints", warn=False) is None):
             time.sleep(0.02)
+        if job.poll() is None or start:
+            break
+        # once on CI the two workers' gloo connect was refused at start (both ranks, before step 1; not reproduced
+        # here): the job fails with tunewise's connection message and, as Slurm does with --requeue, runs again
+        ended = job.stdout.read() if job.stdout else ""
+        assert "lost their connection to each other" in ended, "the job ended before a node could be lost: " + ended
+    try:
         node1 = Path(fake_slurm["FAKE_SRUN_PIDS"]) / "node-1.pid"
         assert job.poll() is None, "the job ended before a node could be lost: " + (job.stdout.read() if job.stdout else "")
         first_job = process_tree(job.pid)
@@ -229,6 +236,8 @@ def test_slurm_job_on_two_nodes_loses_a_node_and_resumes(tiny_dir: Path, tmp_pat
 
     # the job again (Slurm would requeue it): both nodes resume from the last complete checkpoint
     again = subprocess.run(script, env=fake_slurm, capture_output=True, text=True, timeout=600)
+    if again.returncode and "lost their connection to each other" in again.stdout + again.stderr:
+        again = subprocess.run(script, env=fake_slurm, capture_output=True, text=True, timeout=600)  # as above
     assert again.returncode == 0, again.stdout[-12000:] + again.stderr[-3000:]
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["resumed_from"] and summary["world_size"] == 2 and summary["steps"] == 30, (
@@ -250,6 +259,27 @@ def test_slurm_job_on_two_nodes_loses_a_node_and_resumes(tiny_dir: Path, tmp_pat
     assert sorted(t.numel() for t in best.values()) == sorted(t.numel() for t in adapter.values())
     merged = CliRunner().invoke(app, ["export", str(run_dir), "--merge", "--sample", "4"])
     assert merged.exit_code == 0 and "merged and verified" in merged.output, merged.output
+
+
+def test_a_lost_connection_says_so_and_how_to_go_on(tmp_path: Path) -> None:
+    """What gloo and the store raise when a peer is gone or refuses: one line naming the connection and the resume,
+    not a traceback to report as a bug."""
+    from tunewise.failures import describe, is_connection_lost
+
+    refused = RuntimeError("Gloo connectFullMesh failed with [pair.cc:152] timed out connecting: SO_ERROR: Connection "
+                           "refused, remote=[127.0.0.1]:14774$1")
+    reset = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:43211: "
+                         "Connection reset by peer")
+    for exc in (refused, reset, ConnectionResetError(104, "Connection reset by peer")):
+        assert is_connection_lost(exc)
+        said = describe(exc, stage="train")
+        assert "lost their connection to each other during train" in said and "GLOO_SOCKET_IFNAME" in said, said
+    assert not is_connection_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-15"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    said = describe(refused, stage="train", run_root=tmp_path)
+    assert f"continue with `tunewise train {tmp_path} --resume`" in said, said
 
 
 def test_ranks_that_read_other_data_refuse_to_train(tiny_dir: Path, tmp_path: Path) -> None:

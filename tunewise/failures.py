@@ -1,8 +1,9 @@
 """What went wrong, in one line, and what to do about it: the wording run.json's ``error`` and the command line share
 for failures that are not a mistake in the config (those are :class:`tunewise.config.ConfigError`).
 
-:func:`describe` recognises running out of disk space and out of memory (when Python sees it: ``MemoryError``,
-torch's allocator errors); anything else is named by its type and message.
+:func:`describe` recognises running out of disk space, out of memory (when Python sees it: ``MemoryError``, torch's
+allocator errors) and training processes that cannot reach each other (a node lost, a port refused); anything else is
+named by its type and message.
 """
 
 from __future__ import annotations
@@ -54,6 +55,21 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
+# what torch.distributed's backends and store say when a peer cannot be reached or went away
+_CONNECTION_TEXT = ("connectFullMesh", "Connection refused", "Connection reset by peer", "Connection closed by peer",
+                    "timed out connecting", "Broken pipe", "DistNetworkError", "remote process exited",
+                    "failed to recv, got 0 bytes")
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Training processes that could not connect to each other or lost a peer (gloo, NCCL, the rendezvous store):
+    the machine or the network, not the run; starting again with --resume continues from the last checkpoint."""
+    if type(exc).__name__ == "DistNetworkError" or isinstance(exc, (ConnectionError, BrokenPipeError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _CONNECTION_TEXT)
+
+
 def _free_space(path: str | Path | None) -> str:
     try:
         return f"{shutil.disk_usage(_existing(Path(path) if path else Path.cwd())).free / 2**20:,.1f} MB free"
@@ -87,5 +103,12 @@ def describe(exc: BaseException, *, stage: str | None = None, config: Any = None
     if is_out_of_memory(exc):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         return f"out of memory{where} ({first}): {_memory_hint(config)}{resume}"
+    if is_connection_lost(exc):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        again = resume or "; then start the job again"
+        return (f"the training processes lost their connection to each other{where} ({first}): a node stopped, or a "
+                "port between the nodes is closed; check that every node reaches MASTER_ADDR:MASTER_PORT and the "
+                "others (on a machine with several network interfaces set GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)"
+                f"{again}")
     message = (str(exc).strip().splitlines() or [""])[0]
     return f"{stage + ': ' if stage else ''}{type(exc).__name__}: {message}"

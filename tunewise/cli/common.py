@@ -70,6 +70,7 @@ def guarded(fn: Callable[[], Any], *, stage: str | None = None, config: Any = No
         from tunewise.failures import (
             EXIT_FAILED,
             describe,
+            is_connection_lost,
             is_disk_full,
             is_out_of_memory,
         )
@@ -77,7 +78,7 @@ def guarded(fn: Callable[[], Any], *, stage: str | None = None, config: Any = No
         if os.environ.get("TUNEWISE_DEBUG"):
             raise
         message = describe(exc, stage=stage, config=config, run_root=run_root)
-        if not (is_disk_full(exc, run_root) or is_out_of_memory(exc)):
+        if not (is_disk_full(exc, run_root) or is_out_of_memory(exc) or is_connection_lost(exc)):
             where = _save_traceback(run_root)
             message += _(" (this looks like a bug: the traceback is in {where}; please report it with that file)").format(
                 where=where)
