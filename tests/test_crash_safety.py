@@ -323,8 +323,9 @@ def test_an_end_of_epoch_evaluation_is_in_that_steps_checkpoint(tiny_dir: Path, 
         "name": "epochs", "output_dir": str(tmp_path / "runs"), "model": str(tiny_dir), "method": "lora",
         "data": {"path": str(tmp_path / "d.jsonl"), "split": {"train": 0.8, "val": 0.2, "test": 0.0}, "max_tokens": 64},
         "monitor": {"live": "off", "plots": False},
+        # every validation row once per epoch (the budget would space evaluations by steps on rows this short)
         "training": {"epochs": 2, "per_device_train_batch_size": 8, "logging_steps": 1, "save_steps": 8,
-                     "save_total_limit": 3, "learning_rate": 3e-3},
+                     "save_total_limit": 3, "learning_rate": 3e-3, "eval_budget": 1},
     })
     prepare_stage(config, init_run(config))
     train_run(config, config.run_dir)

@@ -51,7 +51,8 @@ def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
 
 def test_cli_estimate_and_training_agree_on_the_automatic_epochs(zygote: Zygote, tiny_dir: Path, tmp_path: Path) -> None:
     """Through the command line: 32 training rows at batch 8 are 4 steps per pass, so the run makes 3 passes (12
-    steps); the estimate plans the same steps, training says why, and train_summary.json records the choice."""
+    steps); the estimate plans the same steps and evaluations, training says why, and train_summary.json records the
+    choices."""
     data = write_jsonl(tmp_path / "rows.jsonl", reversal_rows(40, seed=3))
     config = {"name": "auto", "output_dir": str(tmp_path / "runs"), "model": str(tiny_dir), "method": "lora",
               "data": {"path": str(data), "split": {"train": 0.8, "val": 0.1, "test": 0.1}},
@@ -72,3 +73,13 @@ def test_cli_estimate_and_training_agree_on_the_automatic_epochs(zygote: Zygote,
     assert summary["steps"] == planned == 12, (summary["steps"], planned)
     assert summary["epochs"] == pytest.approx(3.0)
     assert "epochs: 3 (automatic): 4 steps per epoch: 3 epochs at most" in trained.stdout + trained.stderr
+    # 4 validation rows cost more than 5% (training.eval_budget) of a 32-row epoch: evaluated every N > 4 steps and
+    # at the last, and the estimate counted the same evaluations
+    said = trained.stdout + trained.stderr
+    every = summary["eval_every_steps"]
+    assert every > 4 and f"in-training evaluation: every {every} steps and at the last" in said, said
+    history = json.loads((run / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
+    evaluated = [h["step"] for h in history if "eval_loss" in h]
+    assert evaluated == [*range(every, 12, every), 12], (evaluated, every)
+    timing = json.loads((run / "estimate.json").read_text())["methods"]["lora"]["time"]
+    assert timing["evaluations"] == len(evaluated), timing

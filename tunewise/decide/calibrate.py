@@ -175,8 +175,8 @@ def calibrate(config: Config, workload: Workload, records: Sequence[dict[str, An
     order = [i for group in plan for batch in group for i in batch.indices]
     loss_on, max_tokens = config.training.loss_on, config.data.max_tokens
     train = encode_examples([Example.from_record(records[i]) for i in order], tokenizer, loss_on=loss_on, max_tokens=max_tokens)
-    first_eval = len(workload.eval_batches[0].indices) if workload.eval_batches else 0
-    eval_examples = [Example.from_record(r) for r in val_records[:first_eval]]
+    first_eval = workload.eval_batches[0].indices if workload.eval_batches else []
+    eval_examples = [Example.from_record(val_records[i]) for i in first_eval]
     val = [e for e in encode_examples(eval_examples, tokenizer, loss_on=loss_on, max_tokens=max_tokens) if e.n_trained > 0]
     say(f"{config.method}: loading the model")
     model, precision, _dtype = load_for_training(config, method)

@@ -300,8 +300,8 @@ def _counts(config: Config, workload: Workload, end_evaluations: int = 1) -> dic
     steps = workload.total_steps(config)
     if not workload.eval_batches:
         evals = 0
-    elif t.eval_steps:
-        evals = (steps - 1) // t.eval_steps + end_evaluations
+    elif t.eval_steps or workload.eval_every:
+        evals = (steps - 1) // (t.eval_steps or workload.eval_every) + end_evaluations
     else:
         evals = math.ceil(steps / workload.steps_per_epoch) - 1 + end_evaluations
     saves = (steps - 1) // t.save_steps + 1

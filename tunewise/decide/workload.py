@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tunewise.config import Config
-from tunewise.train.schedule import planned_epochs
+from tunewise.train.eval_budget import plan_evaluations
+from tunewise.train.schedule import total_steps
 
 Feature = dict[str, list[int]]
 
@@ -41,10 +42,11 @@ class Workload:
     accumulation: int
     packing: bool
     batches: list[Batch]
-    eval_batches: list[Batch]
+    eval_batches: list[Batch]  # one in-training evaluation (the rows training.eval_budget keeps)
     lengths: list[int]
     trained: list[int]
     source: str
+    eval_every: int | None = None  # optimizer steps between evaluations when once per epoch exceeds the budget
     features: list[Feature] = field(default_factory=list, repr=False)
     val_features: list[Feature] = field(default_factory=list, repr=False)
 
@@ -73,10 +75,7 @@ class Workload:
 
     def total_steps(self, config: Config) -> int:
         """Optimizer steps of the whole run (``training.max_steps`` or ``training.epochs``)."""
-        if config.training.max_steps > 0:
-            return config.training.max_steps
-        epochs = planned_epochs(config.training, self.steps_per_epoch)["epochs"]  # training.epochs: null = automatic
-        return max(math.ceil(epochs * self.steps_per_epoch), 1)
+        return total_steps(config.training, self.examples)  # training.epochs: null = automatic
 
     def summary(self) -> dict[str, Any]:
         peak = self.peak_batch
@@ -141,12 +140,12 @@ def build_workload(config: Config, features: Sequence[Feature], val_features: Se
                    by_length=t.group_by_length, seed=t.seed)
     size = t.per_device_train_batch_size
     batches = [shape_batch(features, order[i:i + size], packer) for i in range(0, len(order), size)]
-    # evaluation reads the validation split in order
+    # the in-training evaluations read their rows of the validation split (training.eval_budget) in order
+    sampled, eval_every = plan_evaluations(t, lengths, [len(f["input_ids"]) for f in val_features])
     eval_size = t.per_device_eval_batch_size
-    eval_batches = [shape_batch(val_features, range(i, min(i + eval_size, len(val_features))), packer)
-                    for i in range(0, len(val_features), eval_size)]
+    eval_batches = [shape_batch(val_features, sampled[i:i + eval_size], packer) for i in range(0, len(sampled), eval_size)]
     return Workload(examples=len(features), batch_size=size, accumulation=t.gradient_accumulation_steps, packing=packing,
-                    batches=batches, eval_batches=eval_batches, lengths=lengths,
+                    batches=batches, eval_batches=eval_batches, eval_every=eval_every, lengths=lengths,
                     trained=[sum(1 for y in f["labels"] if y != -100) for f in features], source=source,
                     features=list(features), val_features=list(val_features))
 

@@ -220,8 +220,10 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
                           f"(now {config.training.loss_on!r})")
 
     n_val = len(val_encoded)
-    val_encoded = sample_for_evaluation(config, train_encoded, val_encoded)  # perf: training.eval_budget
+    val_encoded, eval_every = plan_in_training_evaluation(config, train_encoded, val_encoded)  # training.eval_budget
     fingerprinted = config  # resume compares the config as written (a null checkpointing or epochs stays null)
+    if eval_every is not None:
+        config = config.model_copy(update={"training": config.training.model_copy(update={"eval_steps": eval_every})})
     config, checkpoint_choice = resolve_checkpointing(config, checkpointing)
     config, epochs_choice = resolve_epochs(config, len(train_encoded), world_size)
     if epochs_choice["source"] == "automatic" and config.training.max_steps <= 0:
@@ -297,6 +299,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "train_examples": len(train_encoded),
         "val_examples": n_val,
         "eval_sample_examples": len(val_encoded),  # evaluated during training (training.eval_budget)
+        "eval_every_steps": config.training.eval_steps,  # null: once per epoch
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 4),
         "epochs_planned": epochs_choice,
@@ -333,22 +336,27 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     return summary
 
 
-def sample_for_evaluation(config: Config, train: list[Any], val: list[Any]) -> list[Any]:
-    """The validation rows the in-training evaluations use: all, or a sample within training.eval_budget (encoded
-    examples, or an objective's features: sized by their first row)."""
-    from tunewise.train.eval_budget import eval_sample, training_tokens_between_evaluations
+def plan_in_training_evaluation(config: Config, train: list[Any], val: list[Any]) -> tuple[list[Any], int | None]:
+    """(the validation rows the in-training evaluations use: all, or a sample within training.eval_budget; optimizer
+    steps between evaluations when once per epoch would exceed the budget, else None). Encoded examples, or an
+    objective's features: sized by their first row."""
+    from tunewise.train.eval_budget import plan_evaluations
 
     t = config.training
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    between = training_tokens_between_evaluations(
-        [len(_row(e)["input_ids"]) for e in train], eval_steps=t.eval_steps, batch=t.per_device_train_batch_size,
-        accumulation=t.gradient_accumulation_steps, world_size=world_size)
-    sample = eval_sample(val, [len(_row(e)["input_ids"]) for e in val], between, t.eval_budget, t.seed,
-                         multiple=t.per_device_eval_batch_size * world_size)
-    if len(sample) < len(val):
+    val_lengths = [len(_row(e)["input_ids"]) for e in val]
+    indices, every = plan_evaluations(t, [len(_row(e)["input_ids"]) for e in train], val_lengths, world_size)
+    if val and not indices:
+        log.info("in-training evaluation: none (this run is too short for one within training.eval_budget=%s of the "
+                 "training time: there would be nothing to choose between); the evaluate stage scores the test split; "
+                 "training.eval_budget: 1 evaluates anyway", t.eval_budget)
+    elif len(indices) < len(val):
         log.info("in-training evaluation: %d of %d validation examples (training.eval_budget=%s of the training "
-                 "time); the evaluate stage scores the whole test split", len(sample), len(val), t.eval_budget)
-    return sample
+                 "time); the evaluate stage scores the whole test split", len(indices), len(val), t.eval_budget)
+    if every is not None:
+        log.info("in-training evaluation: every %d steps and at the last (once per epoch would take more than "
+                 "training.eval_budget=%s of the training time)", every, t.eval_budget)
+    return [val[i] for i in indices], every
 
 
 @dataclass

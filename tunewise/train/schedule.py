@@ -46,6 +46,14 @@ def planned_epochs(training: TrainingConfig, steps: int) -> dict[str, Any]:
     return {"epochs": epochs, "source": "automatic", "reason": why}
 
 
+def total_steps(training: TrainingConfig, examples: int, world_size: int = 1) -> int:
+    """Optimizer steps of the run: ``max_steps``, or the (planned) epochs of ``examples`` rows."""
+    if training.max_steps > 0:
+        return training.max_steps
+    per_epoch = steps_per_epoch(examples, training, world_size)
+    return max(math.ceil(planned_epochs(training, per_epoch)["epochs"] * per_epoch), 1)
+
+
 def resolve_epochs(config: Config, examples: int, world_size: int = 1) -> tuple[Config, dict[str, Any]]:
     """(``config`` with training.epochs a number, the choice as train_summary.json records it). ``max_steps`` set
     still wins over epochs in the Trainer, as documented for the field."""
