@@ -198,7 +198,9 @@ class TrainingConfig(_Section):
     max_grad_norm: Float = Field(1.0, gt=0)
     logging_steps: Int = Field(5, gt=0)
     save_steps: Int = Field(100, gt=0)
-    eval_steps: Int | None = Field(None, gt=0, description="Evaluate every N steps; null = at the end of each epoch.")
+    eval_steps: Int | None = Field(
+        None, gt=0, description="Evaluate every N steps; null = at the end of each epoch, or every N steps chosen so "
+        "that an epoch too short for one evaluation within training.eval_budget is not evaluated every time.")
     save_total_limit: Int | None = Field(2, gt=0)
     loss_on: Literal["answers", "all", "last_turn"] = "answers"
     group_by_length: bool = True
@@ -231,7 +233,9 @@ class TrainingConfig(_Section):
     )
     eval_budget: Float = Field(
         0.05, gt=0, le=1, description="Share of the training time the in-training evaluations may take: a larger "
-        "validation split is evaluated on a fixed seeded sample of it during training (1 = always all of it).",
+        "validation split is evaluated on a fixed seeded sample of it during training, evaluations are spaced by steps "
+        "when even the sample is too dear once per epoch, and a run too short for one before its last step evaluates "
+        "nothing (1 = always all of it, at the configured cadence).",
     )
     sharding: Literal["fsdp", "zero2", "zero3"] | None = Field(
         None, description="Shard the model over the processes (docs/scale.md): fsdp = PyTorch FSDP2 (weights, gradients "
