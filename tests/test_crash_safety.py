@@ -191,6 +191,26 @@ def _can_mount_tmpfs(where: Path) -> bool:
     return mounted.returncode == 0
 
 
+def test_a_resume_on_another_cpu_keeps_the_precision_the_run_started_with(zygote: Zygote, project: Path) -> None:
+    """Automatic precision is bf16 autocast on a CPU with bf16 units and fp32 elsewhere; a run killed on the first
+    kind and resumed on the second must not change its arithmetic halfway. The two CPUs are stood for by
+    TUNEWISE_CPU_BF16 (what the automatic rule reads first), so both paths run on any machine."""
+    config = config_file(project, "precision")
+    ok(zygote.run("data", "prepare", config, "--no-progress"))
+    run = project / "runs" / "precision"
+    session = zygote.start("train", run, env={"TUNEWISE_CPU_BF16": "1"},
+                           setup=stop_at_open("metrics.jsonl", after_step=11))
+    session.wait_stopped()
+    session.kill()
+    assert session.wait() == -signal.SIGKILL
+    assert json.loads((run / "checkpoints" / "fingerprint.json").read_text())["precision"] == {
+        "device": "cpu", "bf16": True, "fp16": False}
+    resumed = ok(zygote.run("train", run, "--resume", env={"TUNEWISE_CPU_BF16": "0"}))
+    said = " ".join(resumed.stderr.split())
+    assert "resuming from checkpoint-10" in said and "precision: bf16 autocast, as this run started" in said, said
+    assert json.loads((run / "train_summary.json").read_text())["precision"] == "bf16"
+
+
 def test_a_full_disk_during_training_fails_cleanly_and_resumes(zygote: Zygote, project: Path, tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     if not _can_mount_tmpfs(disk):

@@ -5,6 +5,9 @@ as if it had never stopped.
   config (everything but eval/monitor/decide settings, the run's name and output folder, and the logging/saving
   cadence) and of the prepared train/val files. ``--resume`` recomputes both and stops with a message naming what
   changed.
+* The fingerprint also records the precision training chose (bf16/fp16 autocast or fp32). Left automatic
+  (``training.bf16`` and ``fp16`` null), a resume on the same kind of device keeps it: resumed on another CPU, the
+  automatic rule (bf16 where the CPU has bf16 units) would otherwise switch the arithmetic in the middle of the run.
 * :class:`ResumeState` (a stateful Trainer callback, kept in every checkpoint's trainer_state.json) records the token
   totals so far and how long metrics.jsonl was when the checkpoint was written. ``--resume`` cuts metrics.jsonl back
   to that length (the killed session's steps after the checkpoint are redone, not counted twice) and continues the
@@ -64,10 +67,33 @@ def fingerprint(config: Config, run: RunDir) -> dict[str, Any]:
     }
 
 
-def write_fingerprint(config: Config, run: RunDir) -> None:
+def write_fingerprint(config: Config, run: RunDir, precision: Any = None) -> None:
+    """Record what the run trains on (config and data hashes) and, given ``precision``, the precision it chose."""
     if is_main_process():
         run.checkpoints.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.fingerprint, fingerprint(config, run))
+        chosen = {} if precision is None else {"precision": {"device": _device_kind(precision.device),
+                                                             "bf16": precision.bf16, "fp16": precision.fp16}}
+        atomic_write_json(run.fingerprint, {**fingerprint(config, run), **chosen})
+
+
+def _device_kind(device: str) -> str:
+    return "cuda" if str(device).startswith("cuda") else str(device)
+
+
+def started_precision(config: Config, run: RunDir, device: str) -> Config:
+    """``config`` with training.bf16 / fp16 set as the run started, when both are automatic (null) and the run's
+    fingerprint recorded them for this kind of device (``device``); else ``config`` itself."""
+    t = config.training
+    try:
+        saved = json.loads(run.fingerprint.read_text(encoding="utf-8")).get("precision")
+    except (OSError, ValueError):
+        return config
+    if t.bf16 is not None or t.fp16 is not None or not saved or saved.get("device") != _device_kind(device):
+        return config
+    log.info("precision: %s, as this run started (training.bf16 / training.fp16 decide otherwise)",
+             "bf16 autocast" if saved["bf16"] else "fp16 autocast" if saved["fp16"] else "fp32")
+    return config.model_copy(update={"training": t.model_copy(update={"bf16": bool(saved["bf16"]),
+                                                                    "fp16": bool(saved["fp16"])})})
 
 
 def _changed_settings(old: Any, new: Any, prefix: str = "") -> list[str]:

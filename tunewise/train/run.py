@@ -20,6 +20,7 @@ from tunewise.lm.adapters import count_parameters, get_method
 from tunewise.lm.chat import Encoded, encode_examples
 from tunewise.lm.collate import PadCollator, pack_collator, packing_problem
 from tunewise.lm.loading import load_for_training, load_tokenizer
+from tunewise.lm.device import pick_device
 from tunewise.objectives import Objective, get_objective
 from tunewise.objectives.base import Reference
 from tunewise.monitor.memory import memory_snapshot
@@ -46,6 +47,7 @@ from tunewise.train.resume import (
     remove_incomplete_checkpoints,
     restore_checkpoint_state,
     saved_callback_state,
+    started_precision,
     write_fingerprint,
 )
 from tunewise.train.sharding import check_engine, engine_arguments, full_state_dict
@@ -233,6 +235,8 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
                                                                          "return_freed_memory")) if checkpoint_choice.get(key)]
         (log.warning if on else log.info)("memory: %s (automatic): %s", " + ".join(on) or "nothing to save",
                                           checkpoint_choice["reason"])
+    if checkpoint is not None:  # automatic precision: as the run started, whatever this machine's CPU would choose
+        config = started_precision(config, run, pick_device())
     model, precision, dtype = load_for_training(config, method)
     # CPU: freed activations go back to the OS when memory is tight, or when asked (tunewise/train/allocator.py)
     wanted = tuning_setting()
@@ -251,7 +255,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
             stale = remove_checkpoints(run.checkpoints)
             if stale:  # a later --resume must not continue from another training's checkpoint
                 log.warning("training from the start: removed the previous training's %s", ", ".join(stale))
-        write_fingerprint(fingerprinted, run)
+        write_fingerprint(fingerprinted, run, precision)
     setup = build_trainer(config, run, method.name, model, tokenizer, args, train_encoded, val_encoded, val_examples,
                           callbacks=callbacks, resume=resume, objective=objective)
     trainer, session, best, packing = setup.trainer, setup.session, setup.best, setup.packing
@@ -320,6 +324,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "tokens_per_s": round(trained_tokens / elapsed, 2) if elapsed else None,
         "input_tokens_per_s": round(input_tokens / elapsed, 2) if elapsed else None,
         "device": precision.device,
+        "precision": "bf16" if precision.bf16 else "fp16" if precision.fp16 else "fp32",  # autocast, or none
         "dtype": str(dtype).replace("torch.", ""),
         "world_size": trainer.args.world_size,
         # adapters hash in milliseconds; a full model only when there are replicas to compare
