@@ -31,6 +31,11 @@ class Precision:
     def dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.bf16 else torch.float16 if self.fp16 else torch.float32
 
+    @property
+    def name(self) -> str:
+        """bf16 / fp16 (autocast) or fp32, as train_summary.json and the logs say it."""
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else "fp32"
+
 
 def pick_device() -> str:
     if torch.cuda.is_available():

@@ -120,7 +120,6 @@ def load_for_training(config: Config, method: Any) -> tuple[Any, Any, torch.dtyp
     """The base model on its device, prepared for ``method`` (adapters added, base frozen, k-bit prepared); returns
     (model, precision, dtype). LoRA-style methods keep the frozen base in the half-precision dtype on GPU; full
     fine-tuning keeps fp32 master weights and trains under autocast."""
-
     precision = precision_for(config)
     dtype = precision.dtype if method.saves_adapter else torch.float32
     model = load_base(config, dtype=dtype, device=precision.device)

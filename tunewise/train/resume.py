@@ -31,6 +31,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from tunewise.config import Config
+from tunewise.lm.device import Precision
 from tunewise.monitor.metrics import cut_metrics
 from tunewise.record import sha256_file
 from tunewise.rundir import (
@@ -90,10 +91,10 @@ def started_precision(config: Config, run: RunDir, device: str) -> Config:
         return config
     if t.bf16 is not None or t.fp16 is not None or not saved or saved.get("device") != _device_kind(device):
         return config
+    started = Precision(device=device, bf16=bool(saved["bf16"]), fp16=bool(saved["fp16"]))
     log.info("precision: %s, as this run started (training.bf16 / training.fp16 decide otherwise)",
-             "bf16 autocast" if saved["bf16"] else "fp16 autocast" if saved["fp16"] else "fp32")
-    return config.model_copy(update={"training": t.model_copy(update={"bf16": bool(saved["bf16"]),
-                                                                    "fp16": bool(saved["fp16"])})})
+             started.name if started.name == "fp32" else f"{started.name} autocast")
+    return config.model_copy(update={"training": t.model_copy(update={"bf16": started.bf16, "fp16": started.fp16})})
 
 
 def _changed_settings(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -38,6 +38,7 @@ from tunewise.runlock import writing_run
 from tunewise.train.allocator import return_freed_memory_to_os, tuning_setting
 from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.distributed import check_same_inputs
+from tunewise.train.eval_budget import plan_evaluations
 from tunewise.train.preflight import check_config
 from tunewise.train.schedule import resolve_epochs
 from tunewise.train.resume import (
@@ -222,7 +223,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
                           f"(now {config.training.loss_on!r})")
 
     n_val = len(val_encoded)
-    val_encoded, eval_every = plan_in_training_evaluation(config, train_encoded, val_encoded)  # training.eval_budget
+    val_encoded, eval_every = plan_in_training_evaluation(config, train_encoded, val_encoded, world_size)
     fingerprinted = config  # resume compares the config as written (a null checkpointing or epochs stays null)
     if eval_every is not None:
         config = config.model_copy(update={"training": config.training.model_copy(update={"eval_steps": eval_every})})
@@ -324,7 +325,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "tokens_per_s": round(trained_tokens / elapsed, 2) if elapsed else None,
         "input_tokens_per_s": round(input_tokens / elapsed, 2) if elapsed else None,
         "device": precision.device,
-        "precision": "bf16" if precision.bf16 else "fp16" if precision.fp16 else "fp32",  # autocast, or none
+        "precision": precision.name,  # autocast bf16 / fp16, or fp32
         "dtype": str(dtype).replace("torch.", ""),
         "world_size": trainer.args.world_size,
         # adapters hash in milliseconds; a full model only when there are replicas to compare
@@ -341,14 +342,12 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
     return summary
 
 
-def plan_in_training_evaluation(config: Config, train: list[Any], val: list[Any]) -> tuple[list[Any], int | None]:
+def plan_in_training_evaluation(config: Config, train: list[Any], val: list[Any],
+                                world_size: int = 1) -> tuple[list[Any], int | None]:
     """(the validation rows the in-training evaluations use: all, or a sample within training.eval_budget; optimizer
     steps between evaluations when once per epoch would exceed the budget, else None). Encoded examples, or an
     objective's features: sized by their first row."""
-    from tunewise.train.eval_budget import plan_evaluations
-
     t = config.training
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     val_lengths = [len(_row(e)["input_ids"]) for e in val]
     indices, every = plan_evaluations(t, [len(_row(e)["input_ids"]) for e in train], val_lengths, world_size)
     if val and not indices:
