@@ -207,6 +207,7 @@ def test_no_step_computes_the_vocabulary_at_every_position(tiny_tokenizer: Any, 
 
     config = config_from_dict({"method": "full", "training": {"max_steps": 2, "per_device_train_batch_size": 4,
                                                               "per_device_eval_batch_size": 4, "logging_steps": 1,
+                                                              "learning_rate": 1e-4,
                                                               "save_steps": 100}})
     model = random_model(tiny_tokenizer)
     encoded = encode_examples(examples(), tiny_tokenizer)

@@ -405,7 +405,7 @@ def test_sharding_presets_become_the_engines_arguments(tiny_dir: Path, tmp_path:
     from tunewise.train.run import training_arguments
     from tunewise.train.sharding import ZERO_PRESETS, engine_arguments
 
-    config = config_from_dict({"model": str(tiny_dir), "training": {"epochs": 1, "sharding": "fsdp", "gradient_checkpointing": True,
+    config = config_from_dict({"model": str(tiny_dir), "training": {"epochs": 1, "learning_rate": 1e-4, "sharding": "fsdp", "gradient_checkpointing": True,
                                                                     "fsdp_config": {"reshard_after_forward": False}}})
     run = RunDir.of(tmp_path)
     engine = engine_arguments(config, run)

@@ -83,3 +83,8 @@ def test_cli_estimate_and_training_agree_on_the_automatic_epochs(zygote: Zygote,
     assert evaluated == [*range(every, 12, every), 12], (evaluated, every)
     timing = json.loads((run / "estimate.json").read_text())["methods"]["lora"]["time"]
     assert timing["evaluations"] == len(evaluated), timing
+    # training.learning_rate unset: LoRA's automatic rate, said once, recorded, and the rate the optimizer started at
+    assert summary["learning_rate"] == {"learning_rate": 1e-3, "source": "automatic", "reason": "lora"}, summary
+    assert "learning rate: 0.001 (automatic): lora" in said, said
+    logged = [h["learning_rate"] for h in history if "learning_rate" in h]
+    assert logged and max(logged) <= 1e-3 and logged[0] == pytest.approx(1e-3, rel=0.2), logged

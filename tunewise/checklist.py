@@ -100,6 +100,7 @@ class Evidence:
     data_report = cached_property(lambda self: self._json(self.run.data_report))
     comparison = cached_property(lambda self: self._json(self.run.comparison))
     summary = cached_property(lambda self: self._json(self.run.summary))
+    train_summary = cached_property(lambda self: self._json(self.run.train_summary))
     bench = cached_property(lambda self: self._json(self.run.bench_report))
     abtest = cached_property(lambda self: self._json(self.run.abtest))
 
@@ -271,6 +272,9 @@ def _train_losses(e: Evidence) -> list[float]:
 def hyperparameters(e: Evidence) -> Finding:
     losses = _train_losses(e)
     lr, batch = e.setting("training.learning_rate"), e.setting("training.per_device_train_batch_size")
+    if lr is None:  # automatic: the rate training chose (tunewise/train/learning_rate.py)
+        chosen = (e.train_summary or {}).get("learning_rate")
+        lr = f"{chosen['learning_rate']:g} (automatic)" if isinstance(chosen, dict) and "learning_rate" in chosen else "automatic"
     if len(losses) < 2:
         return Finding(TODO, ("note.not_trained", {}), "config.yaml", e.cmd("train", e.root))
     first, last = losses[0], losses[-1]

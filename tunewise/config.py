@@ -181,7 +181,9 @@ class TrainingConfig(_Section):
     per_device_train_batch_size: Int = Field(8, gt=0)
     per_device_eval_batch_size: Int = Field(16, gt=0)
     gradient_accumulation_steps: Int = Field(1, gt=0)
-    learning_rate: Float = Field(2e-4, gt=0, lt=1)
+    learning_rate: Float | None = Field(
+        None, gt=0, lt=1, description="null = automatic: LoRA/DoRA/QLoRA 1e-3, full 1e-4, IA3 3e-3, prompt tuning 3e-2; "
+        "0.3x that from 5B parameters on, 0.2x for DPO/ORPO/KTO (tunewise/train/learning_rate.py).")
     weight_decay: Float = Field(0.0, ge=0)
     warmup_ratio: Float = Field(0.0, ge=0, lt=1)
     warmup_steps: Int = Field(0, ge=0)

@@ -164,6 +164,7 @@ def calibrate(config: Config, workload: Workload, records: Sequence[dict[str, An
     from tunewise.lm.loading import load_tokenizer
     from tunewise.rundir import RunDir
     from tunewise.lm.loading import load_for_training
+    from tunewise.train.learning_rate import base_parameters, resolve_learning_rate
     from tunewise.train.run import build_trainer, training_arguments
 
     say = progress or (lambda message: None)
@@ -184,7 +185,7 @@ def calibrate(config: Config, workload: Workload, records: Sequence[dict[str, An
     with tempfile.TemporaryDirectory(prefix="tunewise-calibrate-") as tmp:
         # set up as a training run is set up (tunewise/train/run.py); only the sampler is sequential
         run = RunDir.of(tmp)
-        calib_config = _calibration_config(config)
+        calib_config, _rate = resolve_learning_rate(_calibration_config(config), base_parameters(model))
         args = training_arguments(calib_config, run.checkpoints, has_eval=bool(val), precision=precision)
         args = dataclasses.replace(args, train_sampling_strategy="sequential", num_train_epochs=1, max_steps=-1,
                                    disable_tqdm=True)

@@ -40,6 +40,7 @@ from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.distributed import check_same_inputs
 from tunewise.train.eval_budget import plan_evaluations
 from tunewise.train.preflight import check_config
+from tunewise.train.learning_rate import base_parameters, resolve_learning_rate
 from tunewise.train.schedule import resolve_epochs
 from tunewise.train.resume import (
     ResumeState,
@@ -102,6 +103,9 @@ def training_arguments(config: Config, output_dir: Path, *, has_eval: bool, prec
     if t.epochs is None and t.max_steps <= 0:
         raise ValueError("training.epochs is automatic (null): resolve it from the data first "
                          "(tunewise.train.schedule.resolve_epochs), or set training.max_steps")
+    if t.learning_rate is None:
+        raise ValueError("training.learning_rate is automatic (null): resolve it from the model first "
+                         "(tunewise.train.learning_rate.resolve_learning_rate)")
     eval_strategy = "no" if not has_eval else ("steps" if t.eval_steps else "epoch")
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -245,6 +249,9 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "return_freed_memory"))) and return_freed_memory_to_os()
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable of %s parameters", method.name, f"{trainable:,}", f"{total:,}")
+    config, rate_choice = resolve_learning_rate(config, base_parameters(model))
+    if rate_choice["source"] == "automatic":
+        log.info("learning rate: %g (automatic): %s", rate_choice["learning_rate"], rate_choice["reason"])
 
     engine = engine_arguments(config, run, model)
     args = training_arguments(config, run.checkpoints, has_eval=bool(val_encoded), precision=precision, engine=engine)
@@ -308,6 +315,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 4),
         "epochs_planned": epochs_choice,
+        "learning_rate": rate_choice,
         "train_loss_mean": result.training_loss,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "min_train_loss": min(train_losses) if train_losses else None,
