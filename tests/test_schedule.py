@@ -88,3 +88,8 @@ def test_cli_estimate_and_training_agree_on_the_automatic_epochs(zygote: Zygote,
     assert "learning rate: 0.001 (automatic): lora" in said, said
     logged = [h["learning_rate"] for h in history if "learning_rate" in h]
     assert logged and max(logged) <= 1e-3 and logged[0] == pytest.approx(1e-3, rel=0.2), logged
+    # the report (which rewrites the model card from the config as written, rate null) says the rate training used
+    reported = zygote.run("report", str(run), cwd=tmp_path)
+    assert reported.code == 0, reported.stderr
+    card = (run / "model" / "README.md").read_text(encoding="utf-8")
+    assert "learning rate 0.001 (automatic)" in card, card
