@@ -253,12 +253,23 @@ def packing_works(model: Any, collator: PackCollator, features: Sequence[dict[st
     return packing_problem(model, collator, features, atol) is None
 
 
-def _tolerance(model: Any, reference: torch.Tensor, atol: float | None) -> float:
-    # float32 agrees to ~1e-5; bf16/fp16 kernels differ by a few units in the last place of the logits
-    if atol is not None:
-        return atol
+#: half precision: the share of an example's positions whose logits may differ beyond the tolerance (rounding)
+HALF_OUTLIER_SHARE = 0.02
+
+
+def _agrees(model: Any, got: torch.Tensor, alone: torch.Tensor, atol: float | None) -> bool:
+    """Whether an example's logits inside a packed batch (``got``) are its logits alone.
+
+    float32 agrees to ~1e-5 everywhere. bf16/fp16 kernels differ by a few units in the last place, and over a few
+    hundred tokens a rare position differs by more (measured: one position of 275 off by 3.75 on logits of ~40, the
+    rest under 0.6); attention across examples changes every position after the first example, so in half precision
+    up to :data:`HALF_OUTLIER_SHARE` of the positions (at least one) may be off."""
     half = model.get_input_embeddings().weight.dtype != torch.float32
-    return 5e-2 * float(reference.abs().max()) if half else 1e-3
+    tolerance = atol if atol is not None else (5e-2 * float(alone.abs().max()) if half else 1e-3)
+    close = ((got - alone).abs() <= tolerance + 1e-3 * alone.abs()).all(dim=-1)
+    if not half:
+        return bool(close.all())
+    return int((~close).sum()) <= max(1, int(HALF_OUTLIER_SHARE * close.numel()))
 
 
 @torch.no_grad()
@@ -288,7 +299,7 @@ def packing_problem(model: Any, collator: PackCollator, features: Sequence[dict[
                 ids = features[i]["input_ids"][: used[i]]
                 alone = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0].float()
                 got = torch.cat([packed[r, :shared], packed[r, at : at + len(ids) - shared]])
-                if not torch.allclose(got, alone, atol=_tolerance(model, alone, atol), rtol=1e-3):
+                if not _agrees(model, got, alone, atol):
                     layer = batch_shape_dependence(model, ids)
                     if layer:
                         return (f"the numerics of {layer} depend on the batch shape (the same tokens give other "
