@@ -114,3 +114,25 @@ def test_compare_files_over_folders_and_files(tmp_path: Path) -> None:
     atomic_write_jsonl(tmp_path / "three" / "predictions_z.jsonl", _records(["a"], ["a"]))
     with pytest.raises(ValueError, match="same examples"):
         compare_files([tmp_path / "one", tmp_path / "three"])
+
+
+def test_comparing_two_runs_keeps_the_first_runs_own_comparison(tmp_path: Path) -> None:
+    """`tunewise compare A/eval/predictions_tuned.jsonl B/eval/predictions_tuned.jsonl` (in a subprocess, as a user
+    runs it) writes beside A's predictions but not over A's eval/comparison.json, which A's report and model card read."""
+    import subprocess
+    import sys
+
+    refs = ["a", "b", "c", "d"]
+    for run, preds in (("A", ["a", "x", "x", "x"]), ("B", ["a", "b", "c", "x"])):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "config.yaml").write_text("model: tiny\n", encoding="utf-8")
+        atomic_write_jsonl(tmp_path / run / "eval" / "predictions_tuned.jsonl", _records(preds, refs))
+    own = tmp_path / "A" / "eval" / "comparison.json"
+    atomic_write_json(own, {"models": ["base", "tuned"]})
+    done = subprocess.run([sys.executable, "-m", "tunewise", "compare", str(tmp_path / "A" / "eval" / "predictions_tuned.jsonl"),
+                           str(tmp_path / "B" / "eval" / "predictions_tuned.jsonl")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(own.read_text())["models"] == ["base", "tuned"], "the run's own comparison was overwritten"
+    written = tmp_path / "A" / "eval" / "comparison_tuned_vs_eval-tuned.json"
+    assert json.loads(written.read_text())["models"] == ["tuned", "eval/tuned"]
+    assert written.name in done.stdout.replace("\n", "")

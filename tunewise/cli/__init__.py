@@ -299,7 +299,9 @@ def compare(
         return
     from tunewise.evaluate.compare import compare_files
 
-    _print_comparison(guarded(lambda: compare_files(targets, out)))
+    result = guarded(lambda: compare_files(targets, out))
+    _print_comparison(result)
+    console.print(_("comparison: {path}").format(path=result["written_to"]))
 
 
 @app.command()

@@ -4,6 +4,7 @@ confidence intervals, permutation-test p-values and win/tie/loss counts. Writes 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -160,7 +161,8 @@ def _headline(pred_file: Path, records: list[dict[str, Any]], names: list[str]) 
 
 def compare_files(targets: Sequence[str | Path], out: str | Path | None = None, *, seed: int = 0) -> dict[str, Any]:
     """Compare the predictions in ``targets`` (files, folders or run directories; the first model found is the
-    baseline) on the metrics they all scored. Writes ``out`` (default: comparison.json beside the first file)."""
+    baseline) on the metrics they all scored. Writes ``out`` (default: :func:`default_comparison_path` beside the first
+    file)."""
     files: dict[str, Path] = {}
     for target in targets:
         for name, path in _prediction_files(target).items():
@@ -177,5 +179,16 @@ def compare_files(targets: Sequence[str | Path], out: str | Path | None = None, 
     models = list(files)
     result = compare_predictions(predictions, metrics, baseline=models[0], seed=seed)
     result["files"] = {m: str(p) for m, p in files.items()}
-    atomic_write_json(Path(out) if out else files[models[0]].parent / "comparison.json", result)
+    path = Path(out) if out else default_comparison_path(files[models[0]].parent, models)
+    atomic_write_json(path, result)
+    result["written_to"] = str(path)
     return result
+
+
+def default_comparison_path(folder: Path, models: Sequence[str]) -> Path:
+    """comparison.json in ``folder``; in a run's eval/ folder, whose comparison.json is the run's own (base vs tuned:
+    the report and model card read it), ``comparison_<model>_vs_<model>....json`` instead."""
+    if not (folder.name == "eval" and (folder.parent / "config.yaml").is_file()):
+        return folder / "comparison.json"
+    name = "_vs_".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", m).strip("-") for m in models)
+    return folder / f"comparison_{name}.json"
