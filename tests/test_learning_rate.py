@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tunewise.config import config_from_dict
-from tunewise.train.learning_rate import automatic_learning_rate, base_parameters, resolve_learning_rate
+from tunewise.lm.adapters import count_parameters
+from tunewise.train.learning_rate import automatic_learning_rate, resolve_learning_rate
 
 
 @pytest.mark.parametrize(("method", "rate"), [("lora", 1e-3), ("dora", 1e-3), ("qlora", 1e-3), ("full", 1e-4),
@@ -48,8 +49,8 @@ def test_training_arguments_refuse_an_unresolved_rate(tmp_path) -> None:
 
 def test_a_4_bit_weight_counts_by_its_shape_not_its_packed_storage() -> None:
     model = torch.nn.Linear(8, 4, bias=False)
-    assert base_parameters(model) == 32
+    assert count_parameters(model) == (32, 32)
     packed = torch.nn.Parameter(torch.zeros(16, 1, dtype=torch.uint8), requires_grad=False)  # two 4-bit values a byte
     packed.quant_state = SimpleNamespace(shape=torch.Size([4, 8]))
     model.weight = packed
-    assert base_parameters(model) == 32
+    assert count_parameters(model) == (0, 32)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tunewise.catalog import text
+from tunewise.config import learning_rate_used
 from tunewise.rundir import RunDir
 
 DONE, TODO, NA = "done", "todo", "na"
@@ -271,10 +272,8 @@ def _train_losses(e: Evidence) -> list[float]:
 
 def hyperparameters(e: Evidence) -> Finding:
     losses = _train_losses(e)
-    lr, batch = e.setting("training.learning_rate"), e.setting("training.per_device_train_batch_size")
-    if lr is None:  # automatic: the rate training chose (tunewise/train/learning_rate.py)
-        chosen = (e.train_summary or {}).get("learning_rate")
-        lr = f"{chosen['learning_rate']:g} (automatic)" if isinstance(chosen, dict) and "learning_rate" in chosen else "automatic"
+    lr = learning_rate_used(e.setting("training.learning_rate"), e.train_summary)
+    batch = e.setting("training.per_device_train_batch_size")
     if len(losses) < 2:
         return Finding(TODO, ("note.not_trained", {}), "config.yaml", e.cmd("train", e.root))
     first, last = losses[0], losses[-1]

@@ -173,6 +173,15 @@ class PromptConfig(_Section):
     init_text: str | None = Field(None, description="Initialise the virtual tokens from this text's embeddings; null = random.")
 
 
+def learning_rate_used(written: float | None, train_summary: dict[str, Any] | None) -> str:
+    """The learning rate a run trained with: as written in its config, or as training chose it when the config left it
+    automatic (train_summary.json's ``learning_rate``; "automatic" before training)."""
+    if written is not None:
+        return f"{written:g}"
+    chosen = (train_summary or {}).get("learning_rate")
+    return f"{chosen['learning_rate']:g} (automatic)" if isinstance(chosen, dict) and "learning_rate" in chosen else "automatic"
+
+
 class TrainingConfig(_Section):
     epochs: Float | None = Field(
         None, gt=0, le=100_000, description="Passes over the training data; null = automatic: a small data set gets "

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tunewise.config import Config
+from tunewise.config import Config, learning_rate_used
 from tunewise.lm.loading import BASE_FILE, local_base  # noqa: F401  (the loader reads what the card writes)
 from tunewise.rundir import RunDir, atomic_write_json, atomic_write_text
 
@@ -142,9 +142,7 @@ def _setting_lines(config: Config, summary: dict[str, Any]) -> list[str]:
     if config.quantization is not None:
         lines.append(f"- base quantized to {getattr(config.quantization, 'bits', '?')} bits while training")
     steps = summary.get("steps")
-    rate = t.learning_rate if t.learning_rate is not None else (summary.get("learning_rate") or {}).get("learning_rate")
-    rate_text = "automatic" if rate is None else f"{rate:g}" + (" (automatic)" if t.learning_rate is None else "")
-    lines.append(f"- learning rate {rate_text} ({t.lr_scheduler}, {t.warmup_steps} warm-up steps), batch "
+    lines.append(f"- learning rate {learning_rate_used(t.learning_rate, summary)} ({t.lr_scheduler}, {t.warmup_steps} warm-up steps), batch "
                  f"{t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation, "
                  + (f"{steps} steps ({summary.get('epochs')} epochs)" if steps else (f"{t.epochs:g} epochs" if t.epochs else "automatic epochs"))
                  + f", seed {t.seed}")

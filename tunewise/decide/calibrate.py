@@ -23,6 +23,7 @@ import torch
 from tunewise.config import Config
 from tunewise.decide.workload import Batch, Workload
 from tunewise.rundir import RunDir
+from tunewise.train.learning_rate import resolve_learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +160,11 @@ def calibrate(config: Config, workload: Workload, records: Sequence[dict[str, An
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from tunewise.example import Example
-    from tunewise.lm.adapters import get_method
+    from tunewise.lm.adapters import count_parameters, get_method
     from tunewise.lm.chat import encode_examples
     from tunewise.lm.loading import load_tokenizer
     from tunewise.rundir import RunDir
     from tunewise.lm.loading import load_for_training
-    from tunewise.train.learning_rate import base_parameters, resolve_learning_rate
     from tunewise.train.run import build_trainer, training_arguments
 
     say = progress or (lambda message: None)
@@ -185,7 +185,7 @@ def calibrate(config: Config, workload: Workload, records: Sequence[dict[str, An
     with tempfile.TemporaryDirectory(prefix="tunewise-calibrate-") as tmp:
         # set up as a training run is set up (tunewise/train/run.py); only the sampler is sequential
         run = RunDir.of(tmp)
-        calib_config, _rate = resolve_learning_rate(_calibration_config(config), base_parameters(model))
+        calib_config, _rate = resolve_learning_rate(_calibration_config(config), count_parameters(model)[1])
         args = training_arguments(calib_config, run.checkpoints, has_eval=bool(val), precision=precision)
         args = dataclasses.replace(args, train_sampling_strategy="sequential", num_train_epochs=1, max_steps=-1,
                                    disable_tqdm=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,12 +17,14 @@ ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "valu
 class Method:
     """A training method: ``prepare`` turns the loaded base into the model to train; ``saves_adapter`` says whether
     RUN/model is a PEFT adapter (else a full model); ``quantized`` bases are loaded through bitsandbytes
-    (:func:`tunewise.lm.quantization.bnb_config`) for training and for evaluation of the adapter."""
+    (:func:`tunewise.lm.quantization.bnb_config`) for training and for evaluation of the adapter; ``learning_rate``
+    is its automatic SFT rate on a model under 5B parameters (:mod:`tunewise.train.learning_rate` scales it)."""
 
     name: str
     description: str
     prepare: Callable[[Any, Config], Any]
     saves_adapter: bool
+    learning_rate: float
     quantized: bool = False
     config_section: str | None = None
 
@@ -145,18 +148,19 @@ def _prepare_full(model: Any, config: Config) -> Any:
     return model
 
 
-METHODS: dict[str, Method] = {
+METHODS: dict[str, Method] = {  # learning rates: docs/methods.md says where each comes from
     "lora": Method("lora", "low-rank adapters on the linear layers (PEFT); lora.use_rslora for rsLoRA", _prepare_lora,
-                   saves_adapter=True, config_section="lora"),
-    "full": Method("full", "every weight of the model is trained", _prepare_full, saves_adapter=False),
+                   saves_adapter=True, learning_rate=1e-3, config_section="lora"),
+    "full": Method("full", "every weight of the model is trained", _prepare_full, saves_adapter=False,
+                   learning_rate=1e-4),
     "dora": Method("dora", "weight-decomposed LoRA: magnitude vectors + low-rank direction (PEFT)", _prepare_dora,
-                   saves_adapter=True, config_section="lora"),
+                   saves_adapter=True, learning_rate=1e-3, config_section="lora"),
     "qlora": Method("qlora", "LoRA on a 4-bit (NF4, double quant) or 8-bit bitsandbytes base", _prepare_qlora,
-                    saves_adapter=True, quantized=True, config_section="quantization"),
+                    saves_adapter=True, learning_rate=1e-3, quantized=True, config_section="quantization"),
     "ia3": Method("ia3", "(IA)^3: learned scaling vectors on key/value/MLP activations (PEFT)", _prepare_ia3,
-                  saves_adapter=True, config_section="ia3"),
+                  saves_adapter=True, learning_rate=3e-3, config_section="ia3"),
     "prompt": Method("prompt", "prompt tuning: learned virtual tokens before every input (PEFT)", _prepare_prompt,
-                     saves_adapter=True, config_section="prompt"),
+                     saves_adapter=True, learning_rate=3e-2, config_section="prompt"),
 }
 
 
@@ -175,7 +179,11 @@ def get_method(name: str) -> Method:
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
+    """(trainable, total) parameter counts; a 4-bit quantized weight counts by its shape (bitsandbytes packs two
+    values per element)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = 0
+    for parameter in model.parameters():
+        shape = getattr(getattr(parameter, "quant_state", None), "shape", None)
+        total += math.prod(shape) if shape is not None else parameter.numel()
     return trainable, total

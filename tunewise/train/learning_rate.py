@@ -7,42 +7,30 @@ or virtual tokens (prompt tuning) need larger steps still. The adapter rates bel
 sweep found best for models of 1-8B parameters (1e-3; 3e-4 for the largest) and the ones measured here on SmolLM2-135M
 classification sets (docs/evaluation.md: 1e-3 against the former 2e-4 default); full fine-tuning takes a tenth of the
 LoRA rate; IA3 and prompt tuning the rates of their papers' recipes (T-Few 3e-3; PEFT's prompt-tuning guide 3e-2).
+Each method's rate is in the methods registry (tunewise/lm/adapters.py), the one place for method facts.
 Preference objectives (DPO, ORPO, KTO) move a model that already answers well and are unstable at SFT rates: a fifth
 of the SFT rate (LoRA 2e-4, tunewise's former default for every run).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import torch
-
 from tunewise.config import Config
+from tunewise.lm.adapters import get_method
 
-#: the automatic SFT rate per method, for a model under :data:`LARGE_MODEL` parameters
-SMALL_MODEL_RATES = {"lora": 1e-3, "dora": 1e-3, "qlora": 1e-3, "full": 1e-4, "ia3": 3e-3, "prompt": 3e-2}
-#: from this many parameters on, the rates above are scaled by :data:`LARGE_MODEL_SCALE` (1e-3 -> 3e-4)
+#: from this many parameters on, a method's rate (:attr:`tunewise.lm.adapters.Method.learning_rate`) is scaled by
+#: :data:`LARGE_MODEL_SCALE` (1e-3 -> 3e-4)
 LARGE_MODEL = 5e9
 LARGE_MODEL_SCALE = 0.3
 #: preference objectives take this share of the SFT rate
 PREFERENCE_SCALE = 0.2
 
 
-def base_parameters(model: torch.nn.Module) -> int:
-    """Parameters of the model as trained, counting a 4-bit quantized weight by its shape (bitsandbytes packs two
-    values per element)."""
-    total = 0
-    for parameter in model.parameters():
-        shape = getattr(getattr(parameter, "quant_state", None), "shape", None)
-        total += math.prod(shape) if shape is not None else parameter.numel()
-    return total
-
-
 def automatic_learning_rate(method: str, objective: str, parameters: int) -> dict[str, Any]:
     """``{"learning_rate", "source": "automatic", "reason"}`` for ``method`` training ``objective`` on a model of
-    ``parameters`` parameters."""
-    rate = SMALL_MODEL_RATES.get(method, SMALL_MODEL_RATES["lora"])
+    ``parameters`` parameters (:func:`tunewise.lm.adapters.count_parameters`' total)."""
+    rate = get_method(method).learning_rate
     why = [f"{method}"]
     if parameters >= LARGE_MODEL:
         rate *= LARGE_MODEL_SCALE

@@ -39,8 +39,8 @@ from tunewise.train.allocator import return_freed_memory_to_os, tuning_setting
 from tunewise.train.best import BestModel, GenerationMetric
 from tunewise.train.distributed import check_same_inputs
 from tunewise.train.eval_budget import plan_evaluations
+from tunewise.train.learning_rate import resolve_learning_rate
 from tunewise.train.preflight import check_config
-from tunewise.train.learning_rate import base_parameters, resolve_learning_rate
 from tunewise.train.schedule import resolve_epochs
 from tunewise.train.resume import (
     ResumeState,
@@ -249,7 +249,7 @@ def _train_run(config: Config, run_dir: str | Path, *, resume: bool, callbacks: 
         "return_freed_memory"))) and return_freed_memory_to_os()
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable of %s parameters", method.name, f"{trainable:,}", f"{total:,}")
-    config, rate_choice = resolve_learning_rate(config, base_parameters(model))
+    config, rate_choice = resolve_learning_rate(config, total)
     if rate_choice["source"] == "automatic":
         log.info("learning rate: %g (automatic): %s", rate_choice["learning_rate"], rate_choice["reason"])
 
