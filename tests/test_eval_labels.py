@@ -55,6 +55,26 @@ def test_shared_prompt_rows_equal_one_row_per_label_and_a_plain_forward(tiny):
         assert a.best == max(LABELS, key=lambda k: a.logprobs[k])
 
 
+def test_a_batch_shared_prompt_is_computed_once_as_a_cache(tiny, monkeypatch):
+    """Few-shot prompts (the same shots before every test row): the tokens the batch shares go through the model once
+    per batch as a KV cache, and every label's log-likelihood is still that of a plain forward pass."""
+    import tunewise.evaluate.labels as labels_module
+
+    model, tokenizer = tiny
+    shots = [{"role": "user", "content": "a warm bright day " * 5}, {"role": "assistant", "content": "sunny"},
+             {"role": "user", "content": "wet and grey " * 4}, {"role": "assistant", "content": "rain"}]
+    convs = [[c[0], *shots, c[1]] for c in conversations(5)]
+    cached: list[int] = []
+    real = labels_module.prefix_cache
+    monkeypatch.setattr(labels_module, "prefix_cache", lambda m, prefix, n: cached.append(len(prefix)) or real(m, prefix, n))
+    auto = score_labels(model, tokenizer, convs, LABELS, batch_size=2)
+    head = tokenizer(tokenizer.apply_chat_template(convs[0][:-1], tokenize=False), add_special_tokens=False)["input_ids"]
+    assert len(cached) == 2 and min(cached) >= len(head) > 30  # the system prompt and both shots, once per batch of 2
+    for scored, conv in zip(auto, convs):
+        for label in LABELS:
+            assert scored.logprobs[label] == pytest.approx(direct(model, tokenizer, conv, label), abs=1e-4)
+
+
 def test_constrained_accuracy_and_reference_nll(tiny):
     model, tokenizer = tiny
     scores = score_labels(model, tokenizer, conversations(3), LABELS)

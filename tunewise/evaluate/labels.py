@@ -9,9 +9,12 @@ favoured, and a sum (not a mean per token) is the probability of that whole answ
 
 One forward pass per batch of examples, with no prompt computed twice: a row holds the prompt once, then every label's
 continuation, each attending to the prompt and to itself only (a 4-D mask and restarting position ids, the shared
-prefix of :mod:`tunewise.lm.collate`). Logits are computed only at the positions that predict a label token. The
-first example is also scored the plain way (one padded row per label); a model whose attention does not honour the
-mask (custom code, prompt tuning's virtual tokens) gives other numbers and is scored the plain way throughout.
+prefix of :mod:`tunewise.lm.collate`). The prompt tokens all examples of a batch start with (the system prompt and,
+for the few-shot baseline, every shot: most of a long few-shot prompt) are computed once per batch and given to each
+row as a KV cache (:func:`tunewise.lm.shared_prefix.prefix_cache`). Logits are computed only at the positions that
+predict a label token. The first examples are also scored the plain way (one padded row per label); a model whose
+attention does not honour the mask or the cache (custom code, prompt tuning's virtual tokens) gives other numbers and
+is scored without them.
 
 The log-likelihood of the reference label is the reference's answer log-likelihood, so the reference perplexity of a
 classification test set comes from this pass for free (:func:`reference_nll`).
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from tunewise.example import Example
 from tunewise.lm.chat import IGNORE_INDEX, encode_examples
 from tunewise.lm.collate import model_inputs, shared_prefix_mask
+from tunewise.lm.shared_prefix import MIN_SHARED_TOKENS, cache_argument, common_prefix_length, prefix_cache
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +80,11 @@ def _candidates(conversation: Sequence[dict[str, Any]], labels: Sequence[str], t
                        targets=[e.labels[shared:] for e in encoded])  # fmt: skip
 
 
-def _shared_rows(batch: list[_Candidates], pad_id: int) -> tuple[dict[str, torch.Tensor], list[list[tuple[int, int, int, int]]]]:
+def _shared_rows(batch: list[_Candidates], pad_id: int, cached: int = 0) -> tuple[dict[str, torch.Tensor], list[list[tuple[int, int, int, int]]]]:
     """One row per example: prompt, then each label's continuation. Returns the model inputs (4-D boolean mask) and,
-    per example, ``(row, position, target, label index)`` for every scored token."""
-    widths = [len(c.prefix) + sum(len(x) for x in c.ids) for c in batch]
+    per example, ``(row, position, target, label index)`` for every scored token. ``cached``: the first prompt tokens
+    every example starts with are in a KV cache, so the rows start after them and attend to all of them."""
+    widths = [len(c.prefix) - cached + sum(len(x) for x in c.ids) for c in batch]
     width = max(widths)
     n = len(batch)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -87,23 +92,26 @@ def _shared_rows(batch: list[_Candidates], pad_id: int) -> tuple[dict[str, torch
     segments = torch.full((n, width), -1, dtype=torch.long)
     wanted: list[list[tuple[int, int, int, int]]] = []
     for r, c in enumerate(batch):
-        p = len(c.prefix)
-        input_ids[r, :p] = torch.tensor(c.prefix)
-        position_ids[r, :p] = torch.arange(p)
+        p = len(c.prefix) - cached
+        input_ids[r, :p] = torch.tensor(c.prefix[cached:])
+        position_ids[r, :p] = torch.arange(cached, cached + p)
         segments[r, :p] = 0
         at = p
         pairs = []
         for k, (ids, targets) in enumerate(zip(c.ids, c.targets)):
             input_ids[r, at : at + len(ids)] = torch.tensor(ids)
-            position_ids[r, at : at + len(ids)] = torch.arange(p, p + len(ids))
+            position_ids[r, at : at + len(ids)] = torch.arange(cached + p, cached + p + len(ids))
             segments[r, at : at + len(ids)] = k + 1
             for j, t in enumerate(targets):
                 if t != IGNORE_INDEX:
                     pairs.append((r, p - 1 if j == 0 else at + j - 1, t, k))
             at += len(ids)
-        position_ids[r, at:] = torch.arange(width - at)  # padding: a segment of its own
+        position_ids[r, at:] = torch.arange(cached, cached + width - at)  # padding: a segment of its own
         wanted.append(pairs)
-    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": shared_prefix_mask(segments)}, wanted
+    mask = shared_prefix_mask(segments)
+    if cached:  # every row, padding included, also sees the cached prompt
+        mask = torch.cat([torch.ones((n, 1, width, cached), dtype=torch.bool), mask], dim=-1)
+    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask}, wanted
 
 
 def _padded_rows(batch: list[_Candidates], pad_id: int) -> tuple[dict[str, torch.Tensor], list[list[tuple[int, int, int, int]]]]:
@@ -123,8 +131,9 @@ def _padded_rows(batch: list[_Candidates], pad_id: int) -> tuple[dict[str, torch
     return {"input_ids": input_ids, "attention_mask": attention}, wanted
 
 
-def _forward(model: Any, inputs: dict[str, torch.Tensor], wanted: list[list[tuple[int, int, int, int]]]) -> list[list[tuple[int, float]]]:
-    """Log-probabilities of the wanted targets: per example, ``(label index, log p)`` per scored token."""
+def _forward(model: Any, inputs: dict[str, torch.Tensor], wanted: list[list[tuple[int, int, int, int]]], cache: Any = None) -> list[list[tuple[int, float]]]:
+    """Log-probabilities of the wanted targets: per example, ``(label index, log p)`` per scored token; ``cache``: the
+    KV cache of a prompt prefix the rows continue."""
     from tunewise.lm.adapters import virtual_token_count
 
     device = next(model.parameters()).device
@@ -136,7 +145,8 @@ def _forward(model: Any, inputs: dict[str, torch.Tensor], wanted: list[list[tupl
     virtual = virtual_token_count(model)
     forward = model_inputs(model, {k: v.to(device) for k, v in inputs.items()})
     mask = F.pad(keep, (virtual, 0), value=False) if virtual else keep
-    logits = model(**forward, logits_to_keep=mask.to(device), use_cache=False).logits
+    extra = {cache_argument(): cache, "use_cache": True} if cache is not None else {"use_cache": False}
+    logits = model(**forward, logits_to_keep=mask.to(device), **extra).logits
     if logits.dim() != 2:  # a model that ignores a boolean logits_to_keep: pick the positions from all of them
         logits = logits[:, logits.shape[1] - width :][keep.to(logits.device)]
     logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -145,10 +155,20 @@ def _forward(model: Any, inputs: dict[str, torch.Tensor], wanted: list[list[tupl
     return [[(k, float(logprobs[index[r, pos], t])) for r, pos, t, k in pairs] for pairs in wanted]
 
 
-def _score_batch(model: Any, batch: list[_Candidates], labels: Sequence[str], pad_id: int, shared: bool) -> list[LabelScores]:
-    inputs, wanted = (_shared_rows if shared else _padded_rows)(batch, pad_id)
+def _score_batch(model: Any, batch: list[_Candidates], labels: Sequence[str], pad_id: int, shared: bool,
+                 cache: bool = False) -> list[LabelScores]:
+    """Score a batch: ``shared`` = prompt once per row (4-D mask), ``cache`` = and the prompt tokens the whole batch
+    starts with once per batch (when at least :data:`MIN_SHARED_TOKENS`)."""
+    cached = common_prefix_length([c.prefix for c in batch]) if shared and cache and len(batch) > 1 else 0
+    if cached < MIN_SHARED_TOKENS:
+        cached = 0
+    if shared:
+        inputs, wanted = _shared_rows(batch, pad_id, cached)
+    else:
+        inputs, wanted = _padded_rows(batch, pad_id)
+    kv = prefix_cache(model, batch[0].prefix[:cached], len(batch)) if cached else None
     out = []
-    for pairs in _forward(model, inputs, wanted):
+    for pairs in _forward(model, inputs, wanted, kv):
         logprobs = {label: 0.0 for label in labels}
         tokens = {label: 0 for label in labels}
         for k, lp in pairs:
@@ -172,12 +192,15 @@ def score_labels(
     batch_size: int = 16,
     shared: bool | None = None,
     progress: Callable[[int], None] | None = None,
+    share_prefix: bool = True,
 ) -> list[LabelScores]:
     """Each label's log-likelihood as the answer to each conversation (the messages before the answer).
 
-    ``shared``: True = prompt once per row with a 4-D mask, False = one padded row per label, None = shared unless
-    the first example scores differently from the plain way (module docstring)."""
+    ``shared``: True = prompt once per row with a 4-D mask (and a batch's common prompt prefix once per batch),
+    False = one padded row per label, None = shared unless the first examples score differently from the plain way
+    (module docstring). ``share_prefix``: the prompt tokens a whole batch starts with are computed once, as a cache."""
     from tunewise.lm.adapters import virtual_token_count
+    from tunewise.lm.shared_prefix import supports_prefix_cache
 
     labels = list(labels)
     if len(labels) < 2:
@@ -192,20 +215,25 @@ def score_labels(
     per_row = max(1, batch_size // len(labels)) if shared is False else batch_size
     results: list[LabelScores | None] = [None] * len(candidates)
     start = 0
+    cache = share_prefix and shared is not False and supports_prefix_cache(model)
     if shared is None and order:
-        first = [candidates[order[0]]]
+        # the two shortest examples (they share the system prompt): scored the plain way, and so scored the fast way
+        first = [candidates[i] for i in order[:2]]
         plain = _score_batch(model, first, labels, pad_id, shared=False)
-        shared = _agree(_score_batch(model, first, labels, pad_id, shared=True), plain)
+        cache = cache and _agree(_score_batch(model, first, labels, pad_id, shared=True, cache=True), plain)
+        shared = cache or _agree(_score_batch(model, first, labels, pad_id, shared=True), plain)
         if not shared:
             log.warning("this model does not honour the shared-prompt mask: scoring each label in its own row")
             per_row = max(1, batch_size // len(labels))
-        results[order[0]] = plain[0]
-        start = 1
+        for i, scored in zip(order[:2], plain):
+            results[i] = scored
+        start = len(first)
         if progress is not None:
-            progress(1)
+            progress(start)
     while start < len(order):
         chunk = order[start : start + per_row]
-        for i, scored in zip(chunk, _score_batch(model, [candidates[i] for i in chunk], labels, pad_id, bool(shared))):
+        batch = [candidates[i] for i in chunk]
+        for i, scored in zip(chunk, _score_batch(model, batch, labels, pad_id, bool(shared), cache=cache)):
             results[i] = scored
         start += len(chunk)
         if progress is not None:

@@ -44,20 +44,25 @@ def supports_prefix_cache(model: Any) -> bool:
     return virtual_token_count(model) == 0 and bool(getattr(model, "_supports_default_dynamic_cache", lambda: True)())
 
 
+def prefix_cache(model: Any, prefix: Sequence[int], copies: int) -> Any:
+    """The KV cache (a DynamicCache) of ``prefix`` computed once, repeated for a batch of ``copies`` rows."""
+    from transformers import DynamicCache
+
+    ids = torch.tensor([list(prefix)], device=next(model.parameters()).device)
+    cache = DynamicCache(config=getattr(model, "config", None))
+    model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1, **{cache_argument(): cache})
+    cache.batch_repeat_interleave(copies)
+    return cache
+
+
 def prefix_batch(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, Any] | None:
     """Inputs for ``model.generate`` (``input_ids``, ``attention_mask`` and the cache, :func:`cache_argument`) with the rows' shared
     prefix computed once; None when they share fewer than :data:`MIN_SHARED_TOKENS` tokens."""
-    from transformers import DynamicCache
-
     shared = common_prefix_length(rows)
     if shared < MIN_SHARED_TOKENS:
         return None
     device = next(model.parameters()).device
-    prefix = torch.tensor([list(rows[0][:shared])], device=device)
-    cache = DynamicCache(config=getattr(model, "config", None))
-    model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1,
-          **{cache_argument(): cache})
-    cache.batch_repeat_interleave(len(rows))
+    cache = prefix_cache(model, rows[0][:shared], len(rows))
     width = max(len(r) for r in rows) - shared
     ids, mask = [], []
     for r in rows:
