@@ -50,7 +50,8 @@ def generate_answers(model, tokenizer, rows: list[dict], max_new_tokens: int, ba
     return [a.strip() for a in answers]
 
 
-def train_plain(model_path: str, rows: list[dict], *, epochs: float, lr: float, batch: int, seed: int):
+def train_plain(model_path: str, rows: list[dict], *, epochs: float, lr: float, batch: int, seed: int,
+                checkpointing: bool = False):
     import torch
     from peft import LoraConfig, get_peft_model
     from train_vs_baseline import plain_encode
@@ -66,7 +67,7 @@ def train_plain(model_path: str, rows: list[dict], *, epochs: float, lr: float, 
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, num_train_epochs=epochs,
                              learning_rate=lr, logging_steps=10, save_strategy="no", report_to="none",
                              use_cpu=not torch.cuda.is_available(), seed=seed, data_seed=seed, disable_tqdm=True,
-                             remove_unused_columns=False)
+                             remove_unused_columns=False, gradient_checkpointing=checkpointing)
     trainer = Trainer(model=model, args=args, train_dataset=encoded,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
     started = time.time()
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="what a user adds when batch 8 of long rows runs out of memory (same steps, less memory)")
     args = parser.parse_args()
 
     import yaml
@@ -96,7 +99,8 @@ def main() -> None:
     train, test = read_jsonl(run / "data" / "train.jsonl"), read_jsonl(run / "data" / "test.jsonl")
     print(f"plain LoRA script on {len(train)} training rows of {run}; scoring {len(test)} test rows")
     model, tokenizer, train_s, steps = train_plain(config["model"], train, epochs=args.epochs, lr=args.lr,
-                                                   batch=args.batch, seed=args.seed)
+                                                   batch=args.batch, seed=args.seed,
+                                                   checkpointing=args.gradient_checkpointing)
     rss = peak_rss_mb()
     answers = generate_answers(model, tokenizer, test, args.max_new_tokens)
     references = [r["messages"][-1]["content"] for r in test]
@@ -108,7 +112,8 @@ def main() -> None:
     tuned = run / "eval" / "predictions_tuned.jsonl"
     summary = json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
     result = {"plain": {"accuracy": sum(scores) / len(scores), "steps": steps, "train_s": round(train_s, 1),
-                        "peak_rss_mb": round(rss), "epochs": args.epochs, "lr": args.lr, "batch": args.batch},
+                        "peak_rss_mb": round(rss), "epochs": args.epochs, "lr": args.lr, "batch": args.batch,
+                        "gradient_checkpointing": args.gradient_checkpointing},
               "tunewise": {"steps": summary.get("steps"), "train_s": summary.get("train_time_s"),
                            "peak_rss_mb": summary.get("peak_rss_mb")}}
     if tuned.is_file():

@@ -105,8 +105,8 @@ def test_compare_files_over_folders_and_files(tmp_path: Path) -> None:
         atomic_write_jsonl(tmp_path / folder / "predictions_m.jsonl", recs)
     atomic_write_json(tmp_path / "one" / "metrics_m.json", {"metrics": {"exact_match": 0.25, "token_f1": 0.25, "perplexity": 5.0}})
     result = compare_files([tmp_path / "one", tmp_path / "two" / "predictions_m.jsonl"], seed=1)
-    assert result["models"] == ["m", "two/m"]
-    assert result["metrics"]["exact_match"]["values"] == {"m": 0.25, "two/m": 0.75}  # the second recomputed
+    assert result["models"] == ["one/m", "two/m"]  # the same model name twice: each named by its folder
+    assert result["metrics"]["exact_match"]["values"] == {"one/m": 0.25, "two/m": 0.75}  # the second recomputed
     assert result["metrics"]["exact_match"]["win_tie_loss"] == {"win": 2, "tie": 2, "loss": 0}
     assert (tmp_path / "one" / "comparison.json").is_file()
     with pytest.raises(FileNotFoundError, match="at least two"):
@@ -133,6 +133,6 @@ def test_comparing_two_runs_keeps_the_first_runs_own_comparison(tmp_path: Path) 
                            str(tmp_path / "B" / "eval" / "predictions_tuned.jsonl")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(own.read_text())["models"] == ["base", "tuned"], "the run's own comparison was overwritten"
-    written = tmp_path / "A" / "eval" / "comparison_tuned_vs_eval-tuned.json"
-    assert json.loads(written.read_text())["models"] == ["tuned", "eval/tuned"]
+    written = tmp_path / "A" / "eval" / "comparison_A-tuned_vs_B-tuned.json"
+    assert json.loads(written.read_text())["models"] == ["A/tuned", "B/tuned"]  # each named by its run
     assert written.name in done.stdout.replace("\n", "")

@@ -159,15 +159,23 @@ def _headline(pred_file: Path, records: list[dict[str, Any]], names: list[str]) 
     return out
 
 
+def _owner(predictions: Path) -> str:
+    """What a predictions file belongs to: its run's name for RUN/eval/predictions_*.jsonl, else its folder's name."""
+    folder = predictions.parent
+    in_run = folder.name == "eval" and (folder.parent / "config.yaml").is_file()
+    return folder.parent.name if in_run else folder.name
+
+
 def compare_files(targets: Sequence[str | Path], out: str | Path | None = None, *, seed: int = 0) -> dict[str, Any]:
     """Compare the predictions in ``targets`` (files, folders or run directories; the first model found is the
     baseline) on the metrics they all scored. Writes ``out`` (default: :func:`default_comparison_path` beside the first
     file)."""
+    found = [(name, path) for target in targets for name, path in _prediction_files(target).items()]
+    names = [name for name, _ in found]
     files: dict[str, Path] = {}
-    for target in targets:
-        for name, path in _prediction_files(target).items():
-            key = name if name not in files else f"{path.parent.name}/{name}"
-            files[key] = path
+    for name, path in found:  # the same model of two runs ("tuned" and "tuned"): each named by its run
+        key = name if names.count(name) == 1 else f"{_owner(path)}/{name}"
+        files[key if key not in files else f"{path.parent}/{name}"] = path
     if len(files) < 2:
         raise FileNotFoundError(f"need predictions of at least two models, found {list(files)} in {[str(t) for t in targets]}")
     predictions = {m: read_jsonl(p) for m, p in files.items()}
