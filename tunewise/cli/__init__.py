@@ -207,10 +207,13 @@ def train(
             from tunewise.decide.estimate import checkpointing_choice
             from tunewise.train.run import train_run
 
+            from tunewise.train.distributed import end_process_group
+
             summary = guarded(lambda: train_run(cfg, run_dir.root, resume=resume,
                                                 checkpointing=checkpointing_choice(cfg, run_dir.root)),
                               stage="train", config=cfg,
                               run_root=run_dir.root)
+            end_process_group()  # a torchrun worker that trained (a failed one has exited above)
     from tunewise.rundir import is_main_process
 
     if not is_main_process() or os.environ.get("TUNEWISE_LAUNCHED"):  # a torchrun worker: its launcher speaks
