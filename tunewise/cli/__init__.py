@@ -168,7 +168,7 @@ def train(
     from tunewise.rundir import is_main_process
     from tunewise.runlock import writing_run
     from tunewise.runs import config_of_run
-    from tunewise.train.distributed import Launch, run_of
+    from tunewise.train.distributed import Launch, end_process_group, run_of
     from tunewise.train.preflight import check_paths
 
     how = guarded(lambda: Launch(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
@@ -206,8 +206,6 @@ def train(
         else:
             from tunewise.decide.estimate import checkpointing_choice
             from tunewise.train.run import train_run
-
-            from tunewise.train.distributed import end_process_group
 
             summary = guarded(lambda: train_run(cfg, run_dir.root, resume=resume,
                                                 checkpointing=checkpointing_choice(cfg, run_dir.root)),

@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from tunewise.example import Example
 from tunewise.lm.chat import IGNORE_INDEX, encode_examples
 from tunewise.lm.collate import model_inputs, shared_prefix_mask
-from tunewise.lm.shared_prefix import MIN_SHARED_TOKENS, cache_argument, common_prefix_length, prefix_cache
+from tunewise.lm.shared_prefix import (
+    MIN_SHARED_TOKENS,
+    cache_argument,
+    common_prefix_length,
+    prefix_cache,
+    supports_prefix_cache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +206,6 @@ def score_labels(
     False = one padded row per label, None = shared unless the first examples score differently from the plain way
     (module docstring). ``share_prefix``: the prompt tokens a whole batch starts with are computed once, as a cache."""
     from tunewise.lm.adapters import virtual_token_count
-    from tunewise.lm.shared_prefix import supports_prefix_cache
 
     labels = list(labels)
     if len(labels) < 2:
